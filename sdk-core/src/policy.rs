@@ -1,0 +1,277 @@
+//! Geographic policy (GP): may these bytes go to region R? must they be sealed?
+//!
+//! Owns: the GP rules of the federation as pure functions of the federation document, the
+//! user's context and the target. The SDK and the devserver call the same functions.
+//! Must never do IO, read a clock or keep state.
+
+use crate::error::{Error, Result};
+use crate::model::{
+    Flavor, FlavorId, GeoPolicy, PolicyMode, RegionId, Residency, RolloutState, SpaceLocation,
+    UserContext,
+};
+
+/// Whether `policy`, held by a company homed in `home`, permits `region`.
+///
+/// `strict` permits the home region only; `whitelist` permits its list, and the home region
+/// always (a company's own data lives there).
+pub fn permits(policy: &GeoPolicy, home: &RegionId, region: &RegionId) -> bool {
+    if region == home {
+        return true;
+    }
+    match &policy.mode {
+        PolicyMode::Strict => false,
+        PolicyMode::Whitelist { regions } => regions.contains(region),
+    }
+}
+
+/// Refuses with [`Error::PolicyViolation`] unless the user's policy permits `region`.
+pub fn check_region(ctx: &UserContext, region: &RegionId) -> Result<()> {
+    if permits(&ctx.policy, &ctx.home_region, region) {
+        Ok(())
+    } else {
+        Err(Error::PolicyViolation {
+            region: region.clone(),
+            reason: format!(
+                "policy {} of user {} does not permit region {region}",
+                ctx.policy.id, ctx.user
+            ),
+        })
+    }
+}
+
+/// Entering a space is blocked when the space's region is not permitted by the user's GP.
+pub fn check_space_entry(ctx: &UserContext, space: &SpaceLocation) -> Result<()> {
+    check_region(ctx, &space.region).map_err(|e| match e {
+        Error::PolicyViolation { region, .. } => Error::PolicyViolation {
+            reason: format!(
+                "space {} is housed in {region}, which policy {} of user {} does not permit",
+                space.space, ctx.policy.id, ctx.user
+            ),
+            region,
+        },
+        other => other,
+    })
+}
+
+/// The region a DM between `sender` and `recipient` is housed in: the first of the
+/// sender's home, the recipient's home, then the sender's other permitted regions, that
+/// both policies permit. Creating the DM is refused when no region satisfies both.
+pub fn dm_region(sender: &UserContext, recipient: &UserContext) -> Result<RegionId> {
+    let mut candidates = vec![sender.home_region.clone(), recipient.home_region.clone()];
+    if let PolicyMode::Whitelist { regions } = &sender.policy.mode {
+        candidates.extend(regions.iter().cloned());
+    }
+    candidates
+        .into_iter()
+        .find(|r| {
+            permits(&sender.policy, &sender.home_region, r)
+                && permits(&recipient.policy, &recipient.home_region, r)
+        })
+        .ok_or_else(|| Error::PolicyViolation {
+            region: recipient.home_region.clone(),
+            reason: format!(
+                "no region is permitted by both policy {} of {} and policy {} of {}",
+                sender.policy.id, sender.user, recipient.policy.id, recipient.user
+            ),
+        })
+}
+
+/// The last check before a frame is written to `target`'s socket: the user's policy must
+/// permit the target region, and a frame about a space may only go to the region that
+/// houses that space.
+pub fn check_outbound(
+    ctx: &UserContext,
+    target: &RegionId,
+    space_region: Option<&RegionId>,
+) -> Result<()> {
+    check_region(ctx, target)?;
+    if let Some(housing) = space_region
+        && housing != target
+    {
+        return Err(Error::PolicyViolation {
+            region: target.clone(),
+            reason: format!("a frame for a space housed in {housing} may not go to {target}"),
+        });
+    }
+    Ok(())
+}
+
+/// Whether payloads under this residency must stay sealed in transit (DS).
+pub fn must_seal_in_transit(residency: Residency) -> bool {
+    residency == Residency::Ds
+}
+
+/// Decides the flavor a user is routed to.
+///
+/// A per-user override wins when its flavor is in `beta` or `ga` (beta exists precisely
+/// for overridden users); otherwise the company's assignment applies when its flavor is
+/// `ga`. A `shadow` flavor routes nobody. Unknown flavor ids are ignored.
+pub fn determine_flavor_for_user(
+    company_assignment: Option<&FlavorId>,
+    user_override: Option<&FlavorId>,
+    flavors: &[Flavor],
+) -> Option<FlavorId> {
+    let find = |id: &FlavorId| flavors.iter().find(|f| &f.id == id);
+    if let Some(f) = user_override.and_then(find)
+        && matches!(f.rollout, RolloutState::Beta | RolloutState::Ga)
+    {
+        return Some(f.id.clone());
+    }
+    company_assignment
+        .and_then(find)
+        .filter(|f| f.rollout == RolloutState::Ga)
+        .map(|f| f.id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CompanyId, PolicyId, SpaceId, SpaceKind, UserId};
+
+    fn r(id: &str) -> RegionId {
+        RegionId::new_unchecked(id)
+    }
+
+    fn strict() -> GeoPolicy {
+        GeoPolicy {
+            id: PolicyId::new_unchecked("strict"),
+            mode: PolicyMode::Strict,
+            residency: Residency::Dr,
+        }
+    }
+
+    fn whitelist(regions: &[&str]) -> GeoPolicy {
+        GeoPolicy {
+            id: PolicyId::new_unchecked("wl"),
+            mode: PolicyMode::Whitelist {
+                regions: regions.iter().map(|x| r(x)).collect(),
+            },
+            residency: Residency::Ds,
+        }
+    }
+
+    fn user(name: &str, home: &str, policy: GeoPolicy) -> UserContext {
+        UserContext {
+            user: UserId::new_unchecked(name),
+            home_region: r(home),
+            policy,
+        }
+    }
+
+    fn space_in(region: &str) -> SpaceLocation {
+        SpaceLocation {
+            space: SpaceId::new_unchecked("s"),
+            region: r(region),
+            company: CompanyId::new_unchecked("c"),
+            kind: SpaceKind::Channel,
+            residency: Residency::Dr,
+        }
+    }
+
+    #[test]
+    fn region_permission_table() {
+        // (policy, home, target, permitted)
+        let cases = [
+            (strict(), "eu-west", "eu-west", true),
+            (strict(), "eu-west", "us-east", false),
+            (strict(), "eu-west", "ca-central", false),
+            (whitelist(&["us-east"]), "ca-central", "us-east", true),
+            (whitelist(&["us-east"]), "ca-central", "ca-central", true),
+            (whitelist(&["us-east"]), "ca-central", "eu-west", false),
+            (whitelist(&[]), "us-east", "us-east", true),
+            (whitelist(&[]), "us-east", "eu-west", false),
+        ];
+        for (policy, home, target, expected) in cases {
+            assert_eq!(
+                permits(&policy, &r(home), &r(target)),
+                expected,
+                "policy {:?} homed in {home}, target {target}",
+                policy.mode
+            );
+        }
+    }
+
+    #[test]
+    fn entering_a_space_in_a_region_the_policy_forbids_is_blocked() {
+        let eu = user("ana", "eu-west", strict());
+        assert!(check_space_entry(&eu, &space_in("eu-west")).is_ok());
+        let err = check_space_entry(&eu, &space_in("us-east")).unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::PolicyViolation);
+        assert!(err.to_string().contains("us-east"), "{err}");
+    }
+
+    #[test]
+    fn a_dm_is_housed_in_the_first_region_both_policies_permit() {
+        let ca = user("chloe", "ca-central", whitelist(&["us-east"]));
+        let us = user("sam", "us-east", whitelist(&["ca-central", "eu-west"]));
+        // Sender's home permitted by both.
+        assert_eq!(dm_region(&ca, &us).unwrap(), r("ca-central"));
+        assert_eq!(dm_region(&us, &ca).unwrap(), r("us-east"));
+        // Sender strict in eu; recipient permits eu: eu.
+        let eu = user("ana", "eu-west", strict());
+        assert_eq!(dm_region(&eu, &us).unwrap(), r("eu-west"));
+        // Recipient is strict elsewhere: the sender's whitelist must reach the recipient's home.
+        let us_strict = user("tom", "us-east", strict());
+        assert_eq!(dm_region(&ca, &us_strict).unwrap(), r("us-east"));
+    }
+
+    #[test]
+    fn a_dm_to_a_recipient_whose_policy_forbids_every_shared_region_is_refused() {
+        let eu = user("ana", "eu-west", strict());
+        let ca = user("chloe", "ca-central", whitelist(&["us-east"]));
+        for (a, b) in [(&eu, &ca), (&ca, &eu)] {
+            let err = dm_region(a, b).unwrap_err();
+            assert_eq!(err.code(), crate::ErrorCode::PolicyViolation, "{err}");
+        }
+    }
+
+    #[test]
+    fn outbound_frames_only_go_to_permitted_regions_housing_their_space() {
+        let ca = user("chloe", "ca-central", whitelist(&["us-east"]));
+        assert!(check_outbound(&ca, &r("us-east"), Some(&r("us-east"))).is_ok());
+        assert!(check_outbound(&ca, &r("us-east"), None).is_ok());
+        assert!(check_outbound(&ca, &r("eu-west"), None).is_err());
+        assert!(check_outbound(&ca, &r("us-east"), Some(&r("ca-central"))).is_err());
+    }
+
+    #[test]
+    fn only_ds_policies_demand_sealing_in_transit() {
+        assert!(must_seal_in_transit(Residency::Ds));
+        assert!(!must_seal_in_transit(Residency::Dr));
+    }
+
+    #[test]
+    fn flavor_table() {
+        let f = |id: &str, rollout| Flavor {
+            id: FlavorId::new_unchecked(id),
+            regions: vec![],
+            rollout,
+        };
+        let flavors = [
+            f("eu", RolloutState::Ga),
+            f("ca", RolloutState::Beta),
+            f("us2", RolloutState::Shadow),
+        ];
+        let id = |s: &str| FlavorId::new_unchecked(s);
+        // (company, override, expected)
+        let cases: [(Option<&str>, Option<&str>, Option<&str>); 8] = [
+            (Some("eu"), None, Some("eu")),
+            (Some("ca"), None, None), // beta needs an override
+            (Some("eu"), Some("ca"), Some("ca")),
+            (Some("eu"), Some("us2"), Some("eu")), // shadow routes nobody
+            (None, Some("ca"), Some("ca")),
+            (None, None, None),
+            (Some("nope"), None, None),
+            (Some("us2"), None, None),
+        ];
+        for (company, over, expected) in cases {
+            let company = company.map(id);
+            let over = over.map(id);
+            assert_eq!(
+                determine_flavor_for_user(company.as_ref(), over.as_ref(), &flavors),
+                expected.map(id),
+                "company {company:?}, override {over:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The application protocol on top of Socket.IO, shared by the SDK and the devserver.
+//!
+//! Owns: event names and payload shapes, as documented in PROTOCOL.md. Must never hold
+//! behaviour: both ends build on these types, so a change here is a protocol change.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::model::{
+    IdempotencyKey, Message, PresenceStatus, RegionId, SendReceipt, SpaceId, SpaceLocation, UserId,
+};
+
+/// Version of the application protocol, sent in the connect auth payload.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Most messages a region returns in one page (join catch-up or history).
+pub const MAX_PAGE: usize = 200;
+
+/// Event names, client to region (all answered with an ack unless noted).
+pub mod event {
+    /// Join a space, catching up from `since`.
+    pub const SPACE_JOIN: &str = "space:join";
+    /// Leave a space.
+    pub const SPACE_LEAVE: &str = "space:leave";
+    /// Send a message.
+    pub const MESSAGE_SEND: &str = "message:send";
+    /// Read a page of history.
+    pub const HISTORY: &str = "history";
+    /// Set the user's presence in this region.
+    pub const PRESENCE_SET: &str = "presence:set";
+    /// Typing indicator (no ack).
+    pub const TYPING: &str = "typing";
+    /// Create (or find) a DM with a peer, housed in this region.
+    pub const DM_CREATE: &str = "dm:create";
+
+    /// Region to client: a message stored in a joined space.
+    pub const MESSAGE: &str = "message";
+    /// Region to client: a member's presence changed.
+    pub const PRESENCE: &str = "presence";
+    /// Region to client: a member is typing.
+    pub const TYPING_EVENT: &str = "typing";
+    /// Region to client: an error not tied to a request.
+    pub const ERROR: &str = "error";
+}
+
+/// The auth payload of the Socket.IO CONNECT packet.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Auth {
+    /// The bearer token (never logged).
+    pub token: String,
+    /// The application protocol version.
+    pub protocol: u32,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("token", &"<redacted>")
+            .field("protocol", &self.protocol)
+            .finish()
+    }
+}
+
+/// The body of every error the protocol carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// A developer-facing explanation (never user content).
+    pub message: String,
+    /// The region concerned, for policy violations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<RegionId>,
+}
+
+impl From<&crate::Error> for ErrorBody {
+    fn from(e: &crate::Error) -> Self {
+        let region = match e {
+            crate::Error::PolicyViolation { region, .. } => Some(region.clone()),
+            _ => None,
+        };
+        Self {
+            code: e.code(),
+            message: e.to_string(),
+            region,
+        }
+    }
+}
+
+/// Every ack carries exactly one argument: `{"ok": T}` or `{"error": ErrorBody}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply<T> {
+    /// Success.
+    Ok(T),
+    /// Failure.
+    Error(ErrorBody),
+}
+
+/// `space:join`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The space.
+    pub space: SpaceId,
+    /// The last seq the client has seen; the region returns what came after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+}
+
+/// The answer to `space:join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinReply {
+    /// The space.
+    pub space: SpaceId,
+    /// The newest seq in the space.
+    pub head_seq: u64,
+    /// Messages after `since`, oldest first, at most [`MAX_PAGE`].
+    #[serde(default)]
+    pub missed: Vec<Message>,
+    /// Whether `missed` reaches `head_seq` (false: page on with `history`).
+    pub complete: bool,
+}
+
+/// `space:leave`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveRequest {
+    /// The space.
+    pub space: SpaceId,
+}
+
+/// `message:send`
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendRequest {
+    /// The space.
+    pub space: SpaceId,
+    /// The idempotency key: the region stores one message per key and space.
+    pub key: IdempotencyKey,
+    /// The text.
+    pub body: String,
+    /// W3C traceparent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+}
+
+impl std::fmt::Debug for SendRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendRequest")
+            .field("space", &self.space)
+            .field("key", &self.key)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
+}
+
+/// The answer to `message:send`.
+pub type SendReply = SendReceipt;
+
+/// `history`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    /// The space.
+    pub space: SpaceId,
+    /// Only messages with a seq below this one (newest page when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+    /// At most this many (capped at [`MAX_PAGE`]).
+    pub limit: u32,
+}
+
+/// The answer to `history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryReply {
+    /// Messages, oldest first.
+    pub messages: Vec<Message>,
+}
+
+/// `presence:set`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceRequest {
+    /// The new status.
+    pub status: PresenceStatus,
+}
+
+/// Region to client: `presence`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEvent {
+    /// Whose presence.
+    pub user: UserId,
+    /// The new status.
+    pub status: PresenceStatus,
+    /// The space through which the client learns it.
+    pub space: SpaceId,
+}
+
+/// `typing`, both directions (the region fills in `user`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingEvent {
+    /// The space.
+    pub space: SpaceId,
+    /// Who is typing (set by the region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserId>,
+    /// Started or stopped.
+    pub typing: bool,
+}
+
+/// `dm:create`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmCreateRequest {
+    /// The other user.
+    pub peer: UserId,
+}
+
+/// The answer to `dm:create`.
+pub type DmCreateReply = SpaceLocation;
+
+/// An empty success answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Empty {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn replies_are_tagged_ok_or_error() {
+        let ok: Reply<Empty> = serde_json::from_value(json!({"ok": {}})).unwrap();
+        assert_eq!(ok, Reply::Ok(Empty {}));
+        let err: Reply<Empty> = serde_json::from_value(
+            json!({"error": {"code": "policy_violation", "message": "no", "region": "us-east"}}),
+        )
+        .unwrap();
+        let Reply::Error(body) = err else {
+            panic!("expected an error")
+        };
+        assert_eq!(body.code, ErrorCode::PolicyViolation);
+    }
+
+    #[test]
+    fn an_unknown_error_code_from_a_newer_server_is_refused_as_a_whole_reply() {
+        // Unknown codes don't deserialize into ErrorCode; the session maps that to Protocol.
+        let r: Result<Reply<Empty>, _> =
+            serde_json::from_value(json!({"error": {"code": "brand_new", "message": "x"}}));
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn auth_and_send_requests_never_show_secrets_or_bodies() {
+        let a = Auth {
+            token: "secret-token".into(),
+            protocol: 1,
+        };
+        assert!(!format!("{a:?}").contains("secret-token"));
+        let s = SendRequest {
+            space: SpaceId::new_unchecked("s"),
+            key: IdempotencyKey::new_unchecked("k"),
+            body: "private words".into(),
+            trace: None,
+        };
+        assert!(!format!("{s:?}").contains("private words"));
+    }
+}

@@ -3,12 +3,33 @@
 //!
 //! Feature code calls intent-level APIs on [`Client`]; the SDK resolves which region houses
 //! a space, checks the user's geographic policy, and delivers over the right regional
-//! socket. See ARCHITECTURE.md for the layers.
+//! socket, exactly once and in order. See ARCHITECTURE.md for the layers.
+//!
+//! ```no_run
+//! # async fn demo() -> meridian::Result<()> {
+//! use meridian::{Client, ClientConfig, model::SpaceId};
+//! let client = Client::connect_native(ClientConfig::new("http://127.0.0.1:7700", "ana-token")).await?;
+//! let space = SpaceId::new("acme:general")?;
+//! client.join_space(&space).await?;
+//! let receipt = client.send_message(&space, "hello").await?;
+//! println!("stored as #{}", receipt.seq);
+//! # Ok(()) }
+//! ```
 
+pub mod backoff;
+pub mod client;
 pub mod codec;
+pub mod directory;
+pub mod driver;
+mod engine;
 pub mod error;
 pub mod model;
 pub mod policy;
 pub mod protocol;
+pub mod secret;
+pub mod session;
+pub mod time;
 
+pub use client::{Client, ClientConfig, Event, JoinedSpace};
 pub use error::{Error, ErrorCode, Result};
+pub use session::ConnectionState;

@@ -222,7 +222,10 @@ impl FederationDoc {
                 return bad(format!("region {} listed twice", r.id));
             }
             if !(r.socket_url.starts_with("ws://") || r.socket_url.starts_with("wss://")) {
-                return bad(format!("region {} has a socket url that is not ws(s)://", r.id));
+                return bad(format!(
+                    "region {} has a socket url that is not ws(s)://",
+                    r.id
+                ));
             }
         }
         let known = |id: &RegionId| self.regions.iter().any(|r| &r.id == id);
@@ -405,7 +408,10 @@ mod tests {
         assert!(SpaceId::new("a".repeat(MAX_ID_LEN + 1)).is_err());
         assert!(SpaceId::new("eu/../x").is_err());
         assert!(SpaceId::new("space with spaces").is_err());
-        assert_eq!(SpaceId::new("acme:general-1").unwrap().as_str(), "acme:general-1");
+        assert_eq!(
+            SpaceId::new("acme:general-1").unwrap().as_str(),
+            "acme:general-1"
+        );
     }
 
     #[test]

@@ -1,0 +1,378 @@
+//! The one API feature code calls, the same in Rust, TypeScript, Kotlin and Swift.
+//!
+//! Owns: turning intents (`join_space`, `send_message`, ...) into located, policy-checked
+//! requests for the engine, and retrying once when a region says a space moved. Must never
+//! name a region to the app or take one from it: feature code never chooses where data goes.
+
+use std::sync::Arc;
+
+use futures::Stream;
+use futures::channel::{mpsc, oneshot};
+
+use crate::directory::{Directory, DirectoryConfig};
+use crate::driver::Driver;
+use crate::engine::{Command, Engine};
+use crate::error::{Error, Result};
+use crate::model::{
+    self, IdempotencyKey, Message, PresenceStatus, Region, SendReceipt, SessionInfo, SpaceId,
+    SpaceLocation, UserContext, UserId,
+};
+use crate::policy;
+use crate::protocol::{
+    DmCreateRequest, HistoryRequest, MAX_PAGE, PresenceRequest, SendRequest, TypingEvent,
+};
+use crate::secret::{self, Secret};
+use crate::session::{Request, Response, SessionConfig};
+
+pub use crate::engine::Event;
+
+/// How to reach the federation, and who is asking.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// The directory's base URL, e.g. `https://directory.example.com`.
+    pub directory_url: String,
+    /// The user's bearer token.
+    pub token: String,
+    /// Region session tunables.
+    pub session: SessionConfig,
+    /// Directory cache tunables.
+    pub directory: DirectoryConfig,
+}
+
+impl ClientConfig {
+    /// A configuration with default tunables.
+    pub fn new(directory_url: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            directory_url: directory_url.into(),
+            token: token.into(),
+            session: SessionConfig::default(),
+            directory: DirectoryConfig::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("directory_url", &self.directory_url)
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A space the user has joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedSpace {
+    /// The space.
+    pub space: SpaceId,
+    /// The newest seq when joined: messages after it arrive as events.
+    pub head_seq: u64,
+}
+
+struct Inner {
+    directory: Directory,
+    info: SessionInfo,
+    ctx: UserContext,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// A connected Meridian client. Cheap to clone; all clones share one connection set.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("user", &self.inner.info.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects with the native driver (tokio, tokio-tungstenite, reqwest).
+    #[cfg(feature = "native")]
+    pub async fn connect_native(config: ClientConfig) -> Result<Self> {
+        let driver = crate::driver::native::TokioDriver::new()?;
+        Self::connect(config, Arc::new(driver)).await
+    }
+
+    /// Connects: reads the federation document and the user's session from the directory,
+    /// then starts the engine. Region sockets open lazily, when a space there is first used.
+    pub async fn connect(config: ClientConfig, driver: Arc<dyn Driver>) -> Result<Self> {
+        let token = Secret::new(config.token)?;
+        let directory = Directory::new(
+            &config.directory_url,
+            token.clone(),
+            config.directory,
+            driver.clone(),
+        )?;
+        let doc = directory.federation().await?;
+        let info = directory.session().await?;
+        let policy = doc.policy(&info.policy).cloned().ok_or_else(|| {
+            Error::DirectoryUnavailable(format!(
+                "the session names policy {} which the federation document lacks",
+                info.policy
+            ))
+        })?;
+        if doc.region(&info.home_region).is_none() {
+            return Err(Error::DirectoryUnavailable(format!(
+                "the session names home region {} which the federation document lacks",
+                info.home_region
+            )));
+        }
+        let ctx = UserContext {
+            user: info.user.clone(),
+            home_region: info.home_region.clone(),
+            policy,
+        };
+        let (commands, rx) = mpsc::unbounded();
+        let engine = Engine::new(driver.clone(), ctx.clone(), token, config.session);
+        driver.spawn(Box::pin(engine.run(rx)));
+        tracing::info!(user = %info.user, home = %info.home_region, "connected to the federation");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                directory,
+                info,
+                ctx,
+                commands,
+            }),
+        })
+    }
+
+    /// Who this client is.
+    pub fn session(&self) -> &SessionInfo {
+        &self.inner.info
+    }
+
+    /// Everything the app should hear about, from now on. Each call makes a new stream.
+    pub fn events(&self) -> impl Stream<Item = Event> + Unpin + use<> {
+        let (tx, rx) = mpsc::unbounded();
+        let _ = self.inner.commands.unbounded_send(Command::Subscribe(tx));
+        rx
+    }
+
+    /// Joins a space: from now on its messages arrive as [`Event::MessageReceived`], across
+    /// reconnects. Refused with [`Error::PolicyViolation`] when the user's policy forbids
+    /// the space's region, before anything is sent there.
+    pub async fn join_space(&self, space: &SpaceId) -> Result<JoinedSpace> {
+        match self
+            .space_request(space, || Request::Join(space.clone()))
+            .await?
+        {
+            Response::Joined { space, head_seq } => Ok(JoinedSpace { space, head_seq }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Leaves a space: its messages stop arriving.
+    pub async fn leave_space(&self, space: &SpaceId) -> Result<()> {
+        match self
+            .space_request(space, || Request::Leave(space.clone()))
+            .await?
+        {
+            Response::Left => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends a message and returns the region's receipt once it is stored. Joins the space
+    /// first if needed. A retry after a lost connection reuses the idempotency key, so the
+    /// region stores the message once.
+    pub async fn send_message(&self, space: &SpaceId, text: &str) -> Result<SendReceipt> {
+        model::validate_body(text)?;
+        let key = IdempotencyKey::new(secret::random_hex128()?)?;
+        let trace = traceparent()?;
+        let request = SendRequest {
+            space: space.clone(),
+            key,
+            body: text.to_owned(),
+            trace: Some(trace),
+        };
+        match self
+            .space_request(space, || Request::Send(request.clone()))
+            .await?
+        {
+            Response::Sent(receipt) => Ok(receipt),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A page of a space's history: up to `limit` messages before `before` (the newest
+    /// when `None`), oldest first.
+    pub async fn history(
+        &self,
+        space: &SpaceId,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        if limit == 0 || limit as usize > MAX_PAGE {
+            return Err(Error::InvalidInput(format!(
+                "history limit must be between 1 and {MAX_PAGE}"
+            )));
+        }
+        let request = HistoryRequest {
+            space: space.clone(),
+            before,
+            limit,
+        };
+        match self
+            .space_request(space, || Request::History(request.clone()))
+            .await?
+        {
+            Response::History(messages) => Ok(messages),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sets the user's presence in every region the client is connected to.
+    pub async fn set_presence(&self, status: PresenceStatus) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::ConnectedRegions(tx))?;
+        let regions = rx.await.map_err(|_| Error::Closed)?;
+        for region in regions {
+            let request = Request::Presence(PresenceRequest { status });
+            match self.request(region, None, request).await? {
+                Response::PresenceSet => {}
+                other => return Err(unexpected(&other)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the space's members that the user is (or stopped) typing. Best effort:
+    /// nothing is sent while the region is unreachable.
+    pub async fn typing(&self, space: &SpaceId, typing: bool) -> Result<()> {
+        let (loc, region) = self.locate(space).await?;
+        policy::check_space_entry(&self.inner.ctx, &loc)?;
+        self.command(Command::Typing {
+            region: region.id,
+            event: TypingEvent {
+                space: space.clone(),
+                user: None,
+                typing,
+            },
+        })
+    }
+
+    /// Creates (or finds) the DM with `peer`, housed in a region both users' policies
+    /// permit. Refused with [`Error::PolicyViolation`] when there is none.
+    pub async fn create_dm(&self, peer: &UserId) -> Result<SpaceLocation> {
+        if peer == &self.inner.info.user {
+            return Err(Error::InvalidInput("a DM needs another user".into()));
+        }
+        let peer_loc = self.inner.directory.locate_user(peer).await?;
+        let doc = self.inner.directory.federation().await?;
+        let peer_policy = doc.policy(&peer_loc.policy).cloned().ok_or_else(|| {
+            Error::DirectoryUnavailable(format!("unknown policy {}", peer_loc.policy))
+        })?;
+        let peer_ctx = UserContext {
+            user: peer.clone(),
+            home_region: peer_loc.home_region,
+            policy: peer_policy,
+        };
+        let region_id = policy::dm_region(&self.inner.ctx, &peer_ctx)
+            .inspect_err(|e| self.report_refusal(e, None))?;
+        let region = doc
+            .region(&region_id)
+            .cloned()
+            .ok_or_else(|| Error::DirectoryUnavailable(format!("unknown region {region_id}")))?;
+        let request = Request::CreateDm(DmCreateRequest { peer: peer.clone() });
+        match self.request(region, None, request).await? {
+            Response::DmCreated(loc) => {
+                self.inner.directory.remember_space(loc.clone());
+                Ok(loc)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Tells the client the platform's network went offline or came back (browser
+    /// online/offline events, mobile reachability): recovery starts at once.
+    pub fn network_changed(&self, online: bool) {
+        let _ = self.command(Command::NetworkChanged(online));
+    }
+
+    /// Disconnects from every region. Pending requests fail with [`Error::Closed`].
+    pub async fn disconnect(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.command(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    async fn locate(&self, space: &SpaceId) -> Result<(SpaceLocation, Region)> {
+        let loc = self.inner.directory.locate_space(space).await?;
+        let doc = self.inner.directory.federation().await?;
+        let region = doc.region(&loc.region).cloned().ok_or_else(|| {
+            Error::DirectoryUnavailable(format!(
+                "space {space} is housed in region {} which the federation document lacks",
+                loc.region
+            ))
+        })?;
+        Ok((loc, region))
+    }
+
+    /// Locates the space, checks the policy, sends; asks the directory again once if the
+    /// region answers that the space moved.
+    async fn space_request(&self, space: &SpaceId, make: impl Fn() -> Request) -> Result<Response> {
+        let mut retried = false;
+        loop {
+            let (loc, region) = self.locate(space).await?;
+            policy::check_space_entry(&self.inner.ctx, &loc)
+                .inspect_err(|e| self.report_refusal(e, Some(space.clone())))?;
+            match self.request(region, Some(loc.region.clone()), make()).await {
+                Err(Error::Moved(_)) if !retried => {
+                    retried = true;
+                    self.inner.directory.forget_space(space);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn request(
+        &self,
+        region: Region,
+        space_region: Option<model::RegionId>,
+        request: Request,
+    ) -> Result<Response> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Request {
+            region,
+            space_region,
+            request,
+            reply: tx,
+        })?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    fn report_refusal(&self, error: &Error, space: Option<SpaceId>) {
+        if let Error::PolicyViolation { region, reason } = error {
+            let _ = self.command(Command::Notify(Event::PolicyBlocked {
+                region: region.clone(),
+                space,
+                reason: reason.clone(),
+            }));
+        }
+    }
+
+    fn command(&self, command: Command) -> Result<()> {
+        self.inner
+            .commands
+            .unbounded_send(command)
+            .map_err(|_| Error::Closed)
+    }
+}
+
+fn unexpected(response: &Response) -> Error {
+    Error::Protocol(format!("unexpected answer {response:?}"))
+}
+
+/// A fresh W3C traceparent (version 00, sampled).
+fn traceparent() -> Result<String> {
+    let trace = secret::random_hex128()?;
+    let span = &secret::random_hex128()?[..16];
+    Ok(format!("00-{trace}-{span}-01"))
+}

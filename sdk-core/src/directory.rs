@@ -1,0 +1,212 @@
+//! The federation directory, as the client sees it: the federation document, the session
+//! bootstrap, and where spaces and users are housed, cached.
+//!
+//! Owns: the HTTP exchanges with the directory (through the [`Driver`]), validation of what
+//! it answers, and the cache with its staleness rules. A refresh that fails keeps the last
+//! good document. Must never decide policy, and never log the token.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::driver::{Driver, HttpMethod, HttpRequest};
+use crate::error::{Error, Result};
+use crate::model::{FederationDoc, SessionInfo, SpaceId, SpaceLocation, UserId, UserLocation};
+use crate::protocol::ErrorBody;
+use crate::secret::Secret;
+use crate::time::Instant;
+
+/// How long directory answers are trusted before they are asked again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectoryConfig {
+    /// Lifetime of the cached federation document.
+    pub document_ttl: Duration,
+    /// Lifetime of a cached space or user location.
+    pub location_ttl: Duration,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self {
+            document_ttl: Duration::from_secs(300),
+            location_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    doc: Option<(FederationDoc, Instant)>,
+    spaces: HashMap<SpaceId, (SpaceLocation, Instant)>,
+    users: HashMap<UserId, (UserLocation, Instant)>,
+}
+
+/// The client's view of the directory.
+pub struct Directory {
+    base_url: String,
+    token: Secret,
+    config: DirectoryConfig,
+    driver: Arc<dyn Driver>,
+    cache: Mutex<Cache>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Directory {
+    /// A directory at `base_url` (e.g. `http://127.0.0.1:7700`), asked with `token`.
+    pub fn new(
+        base_url: &str,
+        token: Secret,
+        config: DirectoryConfig,
+        driver: Arc<dyn Driver>,
+    ) -> Result<Self> {
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(Error::InvalidInput(
+                "the directory url must start with http:// or https://".into(),
+            ));
+        }
+        Ok(Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            token,
+            config,
+            driver,
+            cache: Mutex::new(Cache::default()),
+        })
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        // The cache holds plain data: a panic elsewhere cannot leave it half-written.
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The federation document, fetched again when stale. When the refresh fails the last
+    /// good document is kept and the error is returned only if there is none.
+    pub async fn federation(&self) -> Result<FederationDoc> {
+        let now = self.driver.now();
+        let cached = self.cache().doc.clone();
+        if let Some((doc, at)) = &cached
+            && now.saturating_since(*at) < self.config.document_ttl
+        {
+            return Ok(doc.clone());
+        }
+        match self.refresh_federation().await {
+            Ok(doc) => Ok(doc),
+            Err(e) => match cached {
+                Some((doc, _)) => {
+                    tracing::warn!(error = %e, "directory refresh failed; keeping the last good document");
+                    Ok(doc)
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Fetches the federation document now. A document older than the one held is refused.
+    pub async fn refresh_federation(&self) -> Result<FederationDoc> {
+        let doc: FederationDoc = self.get("/v1/federation", HttpMethod::Get).await?;
+        doc.validate()?;
+        let now = self.driver.now();
+        let mut cache = self.cache();
+        if let Some((held, _)) = &cache.doc
+            && held.version > doc.version
+        {
+            return Err(Error::DirectoryUnavailable(format!(
+                "directory served version {} after version {}",
+                doc.version, held.version
+            )));
+        }
+        cache.doc = Some((doc.clone(), now));
+        Ok(doc)
+    }
+
+    /// Who the token belongs to.
+    pub async fn session(&self) -> Result<SessionInfo> {
+        self.get("/v1/session", HttpMethod::Post).await
+    }
+
+    /// Where `space` is housed (cached).
+    pub async fn locate_space(&self, space: &SpaceId) -> Result<SpaceLocation> {
+        let now = self.driver.now();
+        if let Some((loc, at)) = self.cache().spaces.get(space)
+            && now.saturating_since(*at) < self.config.location_ttl
+        {
+            return Ok(loc.clone());
+        }
+        let loc: SpaceLocation = self
+            .get(&format!("/v1/spaces/{space}/location"), HttpMethod::Get)
+            .await?;
+        if &loc.space != space {
+            return Err(Error::DirectoryUnavailable(
+                "directory located another space than the one asked".into(),
+            ));
+        }
+        self.remember_space(loc.clone());
+        Ok(loc)
+    }
+
+    /// Where `user` is homed (cached).
+    pub async fn locate_user(&self, user: &UserId) -> Result<UserLocation> {
+        let now = self.driver.now();
+        if let Some((loc, at)) = self.cache().users.get(user)
+            && now.saturating_since(*at) < self.config.location_ttl
+        {
+            return Ok(loc.clone());
+        }
+        let loc: UserLocation = self
+            .get(&format!("/v1/users/{user}/location"), HttpMethod::Get)
+            .await?;
+        if &loc.user != user {
+            return Err(Error::DirectoryUnavailable(
+                "directory located another user than the one asked".into(),
+            ));
+        }
+        self.cache().users.insert(user.clone(), (loc.clone(), now));
+        Ok(loc)
+    }
+
+    /// Records a location learned elsewhere (a DM the region just created).
+    pub fn remember_space(&self, loc: SpaceLocation) {
+        let now = self.driver.now();
+        self.cache().spaces.insert(loc.space.clone(), (loc, now));
+    }
+
+    /// Forgets where `space` is, after a region answered "moved".
+    pub fn forget_space(&self, space: &SpaceId) {
+        self.cache().spaces.remove(space);
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str, method: HttpMethod) -> Result<T> {
+        let request = HttpRequest {
+            method,
+            url: format!("{}{path}", self.base_url),
+            bearer: Some(self.token.expose().to_owned()),
+        };
+        let response = self.driver.http(request).await?;
+        match response.status {
+            200..=299 => serde_json::from_slice(&response.body).map_err(|e| {
+                Error::DirectoryUnavailable(format!("directory answered {path} with garbage: {e}"))
+            }),
+            status => {
+                let body: Option<ErrorBody> = serde_json::from_slice(&response.body).ok();
+                let message = body
+                    .as_ref()
+                    .map(|b| b.message.clone())
+                    .unwrap_or_else(|| format!("HTTP {status}"));
+                Err(match status {
+                    400 => Error::InvalidInput(message),
+                    401 | 403 => Error::Unauthorized(message),
+                    404 => Error::NotFound(message),
+                    _ => Error::DirectoryUnavailable(format!("{path}: HTTP {status}: {message}")),
+                })
+            }
+        }
+    }
+}

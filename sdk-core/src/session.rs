@@ -1,0 +1,1169 @@
+//! One region's connection as a sans-IO state machine.
+//!
+//! Owns: the lifecycle of the socket to one region (connect, Engine.IO handshake,
+//! Socket.IO auth, heartbeat, backoff, reconnect), the subscriptions to that region's
+//! spaces (rejoin with `since` after every reconnect, in-order delivery, dedup by seq), and
+//! the requests in flight (ack ids, re-send after reconnect, deadlines).
+//!
+//! It takes inputs (transport opened / frame / closed, requests, the current time) and
+//! yields [`Output`]s (open a transport, transmit a frame, close, events). It must never do
+//! IO, read a clock, spawn, or decide policy: the engine that drives it does those.
+//!
+//! ```text
+//!            request            ws open          eio open         sio connect
+//!   Idle ────────────► Connecting ────► Handshaking ────► Authenticating ────► Open
+//!    ▲                     ▲  │ fail        │ fail             │ fail            │ lost /
+//!    │ idle timeout        │  ▼             ▼                  ▼                 │ heartbeat
+//!    └──── Open        BackingOff ◄─────────┴──────────────────┴─────────────────┘ timeout
+//! ```
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::backoff::Backoff;
+use crate::codec::{EioPacket, SioPacket, SioPacketKind};
+use crate::error::{Error, Result};
+use crate::model::{Message, RegionId, SendReceipt, SpaceId, SpaceLocation};
+use crate::protocol::{
+    self, Auth, DmCreateRequest, Empty, ErrorBody, HistoryReply, HistoryRequest, JoinReply,
+    JoinRequest, LeaveRequest, PresenceEvent, PresenceRequest, Reply, SendRequest, TypingEvent,
+    event,
+};
+use crate::time::Instant;
+
+/// Tunables of a region session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// How long a connection attempt (socket + handshake + auth) may take.
+    pub connect_timeout: Duration,
+    /// Slack added to the server's ping interval + ping timeout before the link is deemed dead.
+    pub heartbeat_grace: Duration,
+    /// How long a request may wait for its answer, across reconnects.
+    pub request_timeout: Duration,
+    /// How long a connection with nothing to do stays open.
+    pub idle_timeout: Duration,
+    /// How long a hole in a space's seq may stay open before the session asks the region.
+    pub gap_timeout: Duration,
+    /// Reconnect backoff.
+    pub backoff: Backoff,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            heartbeat_grace: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            gap_timeout: Duration::from_millis(500),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// Identifies one transport (one WebSocket) of a session; events of old transports are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Identifies an app request, chosen by the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// What the app asks of a region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Join a space and keep it subscribed across reconnects.
+    Join(SpaceId),
+    /// Leave a space.
+    Leave(SpaceId),
+    /// Send a message.
+    Send(SendRequest),
+    /// Read history.
+    History(HistoryRequest),
+    /// Set presence.
+    Presence(PresenceRequest),
+    /// Create a DM housed in this region.
+    CreateDm(DmCreateRequest),
+}
+
+impl Request {
+    /// The space this request concerns, if any (the engine's policy gate checks it).
+    pub fn space(&self) -> Option<&SpaceId> {
+        match self {
+            Self::Join(s) | Self::Leave(s) => Some(s),
+            Self::Send(r) => Some(&r.space),
+            Self::History(r) => Some(&r.space),
+            Self::Presence(_) | Self::CreateDm(_) => None,
+        }
+    }
+}
+
+/// A request's successful answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// Joined; the session now delivers the space's messages after `head_seq`.
+    Joined {
+        /// The space.
+        space: SpaceId,
+        /// The newest seq when joined.
+        head_seq: u64,
+    },
+    /// Left.
+    Left,
+    /// Stored.
+    Sent(SendReceipt),
+    /// A page of history.
+    History(Vec<Message>),
+    /// Presence set.
+    PresenceSet,
+    /// DM created or found.
+    DmCreated(SpaceLocation),
+}
+
+/// The public connection state of one region, as the app sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Not connected, nothing to do.
+    Idle,
+    /// Connecting (socket, handshake, auth).
+    Connecting,
+    /// Connected and authenticated.
+    Connected,
+    /// Lost; retrying after a backoff.
+    Reconnecting {
+        /// Consecutive failed attempts.
+        attempt: u32,
+        /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+    /// Closed for good (the app disconnected, or the region refused the user).
+    Closed,
+}
+
+/// Something the app should hear about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEvent {
+    /// A request finished.
+    Reply {
+        /// Which request.
+        request: RequestId,
+        /// Its outcome.
+        result: Result<Response>,
+    },
+    /// A message, in seq order, once.
+    Message(Message),
+    /// A member's presence changed.
+    Presence(PresenceEvent),
+    /// A member is typing.
+    Typing(TypingEvent),
+    /// The connection state changed.
+    State(ConnectionState),
+    /// A subscription could not be restored (the region refused the rejoin).
+    SubscriptionLost {
+        /// The space.
+        space: SpaceId,
+        /// Why.
+        error: Error,
+    },
+    /// The region broke the protocol or reported an error outside any request.
+    Problem(Error),
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Open a WebSocket to `url` and report it with `conn`.
+    Connect {
+        /// The transport's id.
+        conn: ConnId,
+        /// Where to connect.
+        url: String,
+    },
+    /// Write one text frame.
+    Transmit {
+        /// On which transport.
+        conn: ConnId,
+        /// The frame.
+        frame: String,
+        /// The space the frame concerns, for the policy gate.
+        space: Option<SpaceId>,
+    },
+    /// Close the transport.
+    Close {
+        /// Which one.
+        conn: ConnId,
+    },
+    /// Tell the app.
+    Event(SessionEvent),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle,
+    Connecting {
+        conn: ConnId,
+        since: Instant,
+    },
+    Handshaking {
+        conn: ConnId,
+        since: Instant,
+    },
+    Authenticating {
+        conn: ConnId,
+        since: Instant,
+        heartbeat: Duration,
+    },
+    Open {
+        conn: ConnId,
+        heartbeat_deadline: Instant,
+        heartbeat: Duration,
+    },
+    BackingOff {
+        until: Instant,
+        retry_in: Duration,
+    },
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct Subscription {
+    /// The last seq delivered to the app; `None` until the first join is answered.
+    last_seq: Option<u64>,
+    /// Whether the region has confirmed the join on the current transport.
+    active: bool,
+    /// Ack id of the join in flight, if any.
+    join_ack: Option<u64>,
+    /// App requests waiting for the join.
+    waiters: Vec<RequestId>,
+    /// Messages that arrived ahead of their turn.
+    early: BTreeMap<u64, Message>,
+    /// When the oldest unfilled hole was noticed.
+    gap_since: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct PendingRequest {
+    request: Request,
+    deadline: Instant,
+    ack: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+enum AckFor {
+    Request(RequestId),
+    Join(SpaceId),
+}
+
+/// The state machine of one region's connection. See the module docs.
+#[derive(Debug)]
+pub struct RegionSession {
+    region: RegionId,
+    url: String,
+    auth: Auth,
+    config: SessionConfig,
+    state: State,
+    rng: fastrand::Rng,
+    attempt: u32,
+    next_conn: u64,
+    next_ack: u64,
+    subscriptions: BTreeMap<SpaceId, Subscription>,
+    requests: BTreeMap<RequestId, PendingRequest>,
+    acks: HashMap<u64, AckFor>,
+    idle_since: Option<Instant>,
+    online: bool,
+    outputs: VecDeque<Output>,
+}
+
+impl RegionSession {
+    /// A session for `region` whose Socket.IO endpoint is `socket_url` (`ws://host:port`).
+    /// `seed` drives the backoff jitter.
+    pub fn new(
+        region: RegionId,
+        socket_url: &str,
+        token: String,
+        config: SessionConfig,
+        seed: u64,
+    ) -> Self {
+        let base = socket_url.trim_end_matches('/');
+        Self {
+            region,
+            url: format!("{base}/socket.io/?EIO=4&transport=websocket"),
+            auth: Auth {
+                token,
+                protocol: protocol::PROTOCOL_VERSION,
+            },
+            config,
+            state: State::Idle,
+            rng: fastrand::Rng::with_seed(seed),
+            attempt: 0,
+            next_conn: 0,
+            next_ack: 0,
+            subscriptions: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            acks: HashMap::new(),
+            idle_since: None,
+            online: true,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The region this session talks to.
+    pub fn region(&self) -> &RegionId {
+        &self.region
+    }
+
+    /// The connection state as the app sees it.
+    pub fn connection_state(&self) -> ConnectionState {
+        match self.state {
+            State::Idle => ConnectionState::Idle,
+            State::Connecting { .. } | State::Handshaking { .. } | State::Authenticating { .. } => {
+                ConnectionState::Connecting
+            }
+            State::Open { .. } => ConnectionState::Connected,
+            State::BackingOff { retry_in, .. } => ConnectionState::Reconnecting {
+                attempt: self.attempt,
+                retry_in,
+            },
+            State::Closed => ConnectionState::Closed,
+        }
+    }
+
+    /// The spaces this session keeps subscribed.
+    pub fn subscribed(&self) -> impl Iterator<Item = &SpaceId> {
+        self.subscriptions.keys()
+    }
+
+    /// The last seq delivered for `space`.
+    pub fn last_seq(&self, space: &SpaceId) -> Option<u64> {
+        self.subscriptions.get(space).and_then(|s| s.last_seq)
+    }
+
+    /// Whether the session has nothing to do (no subscription, no request).
+    pub fn is_unused(&self) -> bool {
+        self.subscriptions.is_empty() && self.requests.is_empty()
+    }
+
+    /// Replaces the token used at the next authentication.
+    pub fn set_token(&mut self, token: String) {
+        self.auth.token = token;
+    }
+
+    /// The next thing the driver must do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The next instant at which [`Self::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let state = match self.state {
+            State::Connecting { since, .. }
+            | State::Handshaking { since, .. }
+            | State::Authenticating { since, .. } => Some(since + self.config.connect_timeout),
+            State::Open {
+                heartbeat_deadline, ..
+            } => Some(heartbeat_deadline),
+            State::BackingOff { until, .. } => Some(until),
+            State::Idle | State::Closed => None,
+        };
+        let request = self.requests.values().map(|r| r.deadline).min();
+        let idle = self.idle_since.map(|t| t + self.config.idle_timeout);
+        let gap = self
+            .subscriptions
+            .values()
+            .filter_map(|s| s.gap_since)
+            .min()
+            .map(|t| t + self.config.gap_timeout);
+        [state, request, idle, gap].into_iter().flatten().min()
+    }
+
+    // ----- inputs from the app (through the engine) -----
+
+    /// Starts a request. Its answer comes as [`SessionEvent::Reply`].
+    pub fn request(&mut self, id: RequestId, request: Request, now: Instant) {
+        if self.state == State::Closed {
+            self.reply(id, Err(Error::Closed));
+            return;
+        }
+        self.idle_since = None;
+        match request {
+            Request::Join(space) => self.join(id, space, now),
+            Request::Leave(space) => {
+                // Forget the subscription at once: nothing more is delivered for it.
+                if let Some(sub) = self.subscriptions.remove(&space) {
+                    for w in sub.waiters {
+                        self.reply(w, Err(Error::Closed));
+                    }
+                    if let Some(ack) = sub.join_ack {
+                        self.acks.remove(&ack);
+                    }
+                }
+                self.enqueue(id, Request::Leave(space), now);
+            }
+            Request::Send(send) => {
+                // Sending to a space means taking part in it: subscribe if not yet.
+                if !self.subscriptions.contains_key(&send.space) {
+                    self.subscriptions
+                        .insert(send.space.clone(), Subscription::default());
+                    self.send_join(&send.space);
+                }
+                self.enqueue(id, Request::Send(send), now);
+            }
+            other => self.enqueue(id, other, now),
+        }
+        self.ensure_connecting(now);
+    }
+
+    /// Sends a typing indicator if connected; typing is ephemeral and never queued.
+    pub fn typing(&mut self, typing: TypingEvent) {
+        if let State::Open { conn, .. } = self.state {
+            let space = typing.space.clone();
+            self.emit(conn, event::TYPING, to_value(&typing), None, Some(space));
+        }
+    }
+
+    /// Closes the session for good; pending requests fail with [`Error::Closed`].
+    pub fn close(&mut self) {
+        self.fail_everything(&Error::Closed);
+        self.drop_transport();
+        self.set_state(State::Closed);
+    }
+
+    /// Drops the connection and fails all work with `error` (the engine calls this when
+    /// its policy gate refuses a frame). The session stays usable.
+    pub fn abort(&mut self, error: &Error, now: Instant) {
+        self.fail_everything(error);
+        self.drop_transport();
+        self.set_state(State::Idle);
+        self.idle_since = Some(now);
+    }
+
+    /// The platform's network reachability changed.
+    pub fn network_changed(&mut self, online: bool, now: Instant) {
+        self.online = online;
+        if online && matches!(self.state, State::BackingOff { .. }) {
+            // A network switch makes the old backoff meaningless: try now.
+            self.attempt = 0;
+            self.connect(now);
+        }
+    }
+
+    // ----- inputs from the driver -----
+
+    /// The transport `conn` is open.
+    pub fn handle_transport_open(&mut self, conn: ConnId, now: Instant) {
+        if let State::Connecting { conn: c, .. } = self.state
+            && c == conn
+        {
+            self.state = State::Handshaking { conn, since: now };
+        }
+    }
+
+    /// The transport `conn` closed or failed.
+    pub fn handle_transport_closed(&mut self, conn: ConnId, reason: &str, now: Instant) {
+        if self.current_conn() == Some(conn) {
+            tracing::debug!(region = %self.region, reason, "transport closed");
+            self.connection_lost(now);
+        }
+    }
+
+    /// A text frame arrived on `conn`.
+    pub fn handle_frame(&mut self, conn: ConnId, frame: &str, now: Instant) {
+        if self.current_conn() != Some(conn) {
+            return;
+        }
+        if let Err(e) = self.on_frame(conn, frame, now) {
+            tracing::warn!(region = %self.region, error = %e, "closing the connection after a bad frame");
+            self.push_event(SessionEvent::Problem(e));
+            self.connection_lost(now);
+        }
+    }
+
+    /// Time passed: checks every deadline.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Connecting { since, .. }
+            | State::Handshaking { since, .. }
+            | State::Authenticating { since, .. }
+                if now >= since + self.config.connect_timeout =>
+            {
+                tracing::debug!(region = %self.region, "connect attempt timed out");
+                self.connection_lost(now);
+            }
+            State::Open {
+                heartbeat_deadline, ..
+            } if now >= heartbeat_deadline => {
+                tracing::debug!(region = %self.region, "no heartbeat from the region");
+                self.connection_lost(now);
+            }
+            State::BackingOff { until, .. } if now >= until => self.connect(now),
+            _ => {}
+        }
+        let expired: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| now >= r.deadline)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(r) = self.requests.remove(&id) {
+                if let Some(ack) = r.ack {
+                    self.acks.remove(&ack);
+                }
+                self.reply(
+                    id,
+                    Err(Error::Timeout(format!("no answer from {}", self.region))),
+                );
+            }
+        }
+        if let Some(t) = self.idle_since
+            && now >= t + self.config.idle_timeout
+        {
+            self.idle_since = None;
+            if self.is_unused() && matches!(self.state, State::Open { .. }) {
+                tracing::debug!(region = %self.region, "closing idle connection");
+                self.drop_transport();
+                self.set_state(State::Idle);
+            }
+        }
+        let gapped: Vec<SpaceId> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| {
+                s.active
+                    && s.join_ack.is_none()
+                    && s.gap_since
+                        .is_some_and(|t| now >= t + self.config.gap_timeout)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for space in gapped {
+            // A rejoin with `since` is the forward page: the region returns what we lack.
+            self.send_join(&space);
+        }
+        self.check_idle(now);
+    }
+
+    // ----- internals -----
+
+    fn current_conn(&self) -> Option<ConnId> {
+        match self.state {
+            State::Connecting { conn, .. }
+            | State::Handshaking { conn, .. }
+            | State::Authenticating { conn, .. }
+            | State::Open { conn, .. } => Some(conn),
+            _ => None,
+        }
+    }
+
+    fn set_state(&mut self, state: State) {
+        let before = self.connection_state();
+        self.state = state;
+        let after = self.connection_state();
+        if before != after {
+            self.push_event(SessionEvent::State(after));
+        }
+    }
+
+    fn ensure_connecting(&mut self, now: Instant) {
+        if matches!(self.state, State::Idle) {
+            self.connect(now);
+        }
+    }
+
+    fn connect(&mut self, now: Instant) {
+        self.next_conn += 1;
+        let conn = ConnId(self.next_conn);
+        self.set_state(State::Connecting { conn, since: now });
+        self.outputs.push_back(Output::Connect {
+            conn,
+            url: self.url.clone(),
+        });
+    }
+
+    fn drop_transport(&mut self) {
+        if let Some(conn) = self.current_conn() {
+            self.outputs.push_back(Output::Close { conn });
+        }
+        self.acks.clear();
+        for r in self.requests.values_mut() {
+            r.ack = None;
+        }
+        for s in self.subscriptions.values_mut() {
+            s.active = false;
+            s.join_ack = None;
+        }
+    }
+
+    fn connection_lost(&mut self, now: Instant) {
+        self.drop_transport();
+        if self.is_unused() {
+            self.set_state(State::Idle);
+            return;
+        }
+        self.attempt = self.attempt.saturating_add(1);
+        let delay = self.config.backoff.delay(self.attempt, self.rng.f64());
+        self.set_state(State::BackingOff {
+            until: now + delay,
+            retry_in: delay,
+        });
+    }
+
+    fn fail_everything(&mut self, error: &Error) {
+        let requests = std::mem::take(&mut self.requests);
+        for id in requests.into_keys() {
+            self.reply(id, Err(error.clone()));
+        }
+        let subs = std::mem::take(&mut self.subscriptions);
+        for (space, sub) in subs {
+            if sub.waiters.is_empty() {
+                self.push_event(SessionEvent::SubscriptionLost {
+                    space,
+                    error: error.clone(),
+                });
+            }
+            for w in sub.waiters {
+                self.reply(w, Err(error.clone()));
+            }
+        }
+        self.acks.clear();
+    }
+
+    fn join(&mut self, id: RequestId, space: SpaceId, now: Instant) {
+        let sub = self.subscriptions.entry(space.clone()).or_default();
+        if sub.active {
+            // Already joined on this transport: answer at once.
+            let head = sub.last_seq.unwrap_or(0);
+            self.reply(
+                id,
+                Ok(Response::Joined {
+                    space,
+                    head_seq: head,
+                }),
+            );
+            return;
+        }
+        sub.waiters.push(id);
+        let in_flight = sub.join_ack.is_some();
+        // Requests carry the deadline; a join waiter is bounded by the same timeout.
+        self.requests.insert(
+            id,
+            PendingRequest {
+                request: Request::Join(space.clone()),
+                deadline: now + self.config.request_timeout,
+                ack: None,
+            },
+        );
+        if !in_flight && matches!(self.state, State::Open { .. }) {
+            self.send_join(&space);
+        }
+    }
+
+    fn enqueue(&mut self, id: RequestId, request: Request, now: Instant) {
+        self.requests.insert(
+            id,
+            PendingRequest {
+                request,
+                deadline: now + self.config.request_timeout,
+                ack: None,
+            },
+        );
+        self.flush_requests();
+    }
+
+    /// Sends every request not yet on the wire, keeping sends in order per space: a send
+    /// waits for its space's join and for the previous send in that space to be answered,
+    /// so the order the region stores is the order the app sent, whatever the region's
+    /// handler scheduling.
+    fn flush_requests(&mut self) {
+        if !matches!(self.state, State::Open { .. }) {
+            return;
+        }
+        let mut busy_spaces = std::collections::HashSet::new();
+        let mut ready = Vec::new();
+        for (id, pending) in &self.requests {
+            match &pending.request {
+                Request::Join(_) => {}
+                Request::Send(send) => {
+                    let joined = self
+                        .subscriptions
+                        .get(&send.space)
+                        .is_none_or(|sub| sub.active);
+                    if pending.ack.is_none() && joined && !busy_spaces.contains(&send.space) {
+                        ready.push(*id);
+                    }
+                    busy_spaces.insert(send.space.clone());
+                }
+                _ if pending.ack.is_none() => ready.push(*id),
+                _ => {}
+            }
+        }
+        for id in ready {
+            self.send_request(id);
+        }
+    }
+
+    fn next_ack_id(&mut self) -> u64 {
+        let id = self.next_ack;
+        self.next_ack = self.next_ack.wrapping_add(1) & ((1 << 53) - 1);
+        id
+    }
+
+    fn emit(
+        &mut self,
+        conn: ConnId,
+        name: &str,
+        payload: Value,
+        ack: Option<u64>,
+        space: Option<SpaceId>,
+    ) {
+        let frame =
+            EioPacket::Message(SioPacket::event(name, vec![payload], ack).encode()).encode();
+        self.outputs
+            .push_back(Output::Transmit { conn, frame, space });
+    }
+
+    fn send_join(&mut self, space: &SpaceId) {
+        let State::Open { conn, .. } = self.state else {
+            return;
+        };
+        let Some(sub) = self.subscriptions.get(space) else {
+            return;
+        };
+        let payload = to_value(&JoinRequest {
+            space: space.clone(),
+            since: sub.last_seq,
+        });
+        let ack = self.next_ack_id();
+        self.acks.insert(ack, AckFor::Join(space.clone()));
+        if let Some(sub) = self.subscriptions.get_mut(space) {
+            sub.join_ack = Some(ack);
+            sub.gap_since = None;
+        }
+        self.emit(
+            conn,
+            event::SPACE_JOIN,
+            payload,
+            Some(ack),
+            Some(space.clone()),
+        );
+    }
+
+    fn send_request(&mut self, id: RequestId) {
+        let State::Open { conn, .. } = self.state else {
+            return;
+        };
+        let Some(pending) = self.requests.get(&id) else {
+            return;
+        };
+        let (name, payload) = match &pending.request {
+            Request::Join(_) => return, // joins travel as subscriptions
+            Request::Leave(space) => (
+                event::SPACE_LEAVE,
+                to_value(&LeaveRequest {
+                    space: space.clone(),
+                }),
+            ),
+            Request::Send(r) => (event::MESSAGE_SEND, to_value(r)),
+            Request::History(r) => (event::HISTORY, to_value(r)),
+            Request::Presence(r) => (event::PRESENCE_SET, to_value(r)),
+            Request::CreateDm(r) => (event::DM_CREATE, to_value(r)),
+        };
+        let space = pending.request.space().cloned();
+        let ack = self.next_ack_id();
+        self.acks.insert(ack, AckFor::Request(id));
+        if let Some(p) = self.requests.get_mut(&id) {
+            p.ack = Some(ack);
+        }
+        self.emit(conn, name, payload, Some(ack), space);
+    }
+
+    fn on_frame(&mut self, conn: ConnId, frame: &str, now: Instant) -> Result<()> {
+        let packet = EioPacket::decode(frame)?;
+        match (self.state, packet) {
+            (State::Handshaking { .. }, EioPacket::Open(h)) => {
+                let connect = SioPacket::main(SioPacketKind::Connect(Some(to_value(&self.auth))));
+                // The auth frame carries the token: the engine's policy gate sees it like any other.
+                self.outputs.push_back(Output::Transmit {
+                    conn,
+                    frame: EioPacket::Message(connect.encode()).encode(),
+                    space: None,
+                });
+                let heartbeat =
+                    Duration::from_millis(h.ping_interval.saturating_add(h.ping_timeout))
+                        + self.config.heartbeat_grace;
+                self.state = State::Authenticating {
+                    conn,
+                    since: now,
+                    heartbeat,
+                };
+                Ok(())
+            }
+            (_, EioPacket::Ping(payload)) => {
+                self.outputs.push_back(Output::Transmit {
+                    conn,
+                    frame: EioPacket::Pong(payload).encode(),
+                    space: None,
+                });
+                if let State::Open { heartbeat, .. } = self.state {
+                    self.state = State::Open {
+                        conn,
+                        heartbeat,
+                        heartbeat_deadline: now + heartbeat,
+                    };
+                }
+                Ok(())
+            }
+            (_, EioPacket::Close) => {
+                self.connection_lost(now);
+                Ok(())
+            }
+            (_, EioPacket::Noop | EioPacket::Pong(_)) => Ok(()),
+            (State::Authenticating { .. } | State::Open { .. }, EioPacket::Message(m)) => {
+                let packet = SioPacket::decode(&m)?;
+                if packet.namespace != "/" {
+                    return Err(Error::Protocol(format!(
+                        "packet for unexpected namespace {}",
+                        packet.namespace
+                    )));
+                }
+                self.on_packet(conn, packet.kind, now)
+            }
+            (_, other) => Err(Error::Protocol(format!(
+                "unexpected engine.io packet {} in this state",
+                packet_name(&other)
+            ))),
+        }
+    }
+
+    fn on_packet(&mut self, conn: ConnId, kind: SioPacketKind, now: Instant) -> Result<()> {
+        match (self.state, kind) {
+            (State::Authenticating { heartbeat, .. }, SioPacketKind::Connect(_)) => {
+                self.attempt = 0;
+                self.set_state(State::Open {
+                    conn,
+                    heartbeat,
+                    heartbeat_deadline: now + heartbeat,
+                });
+                tracing::debug!(region = %self.region, "connected");
+                let spaces: Vec<SpaceId> = self.subscriptions.keys().cloned().collect();
+                for space in spaces {
+                    self.send_join(&space);
+                }
+                self.flush_requests();
+                self.check_idle(now);
+                Ok(())
+            }
+            (State::Authenticating { .. }, SioPacketKind::ConnectError(data)) => {
+                let error = connect_error(&data);
+                tracing::info!(region = %self.region, code = %error.code(), "region refused the connection");
+                self.fail_everything(&error);
+                self.drop_transport();
+                self.set_state(State::Idle);
+                self.idle_since = None;
+                Ok(())
+            }
+            (State::Open { .. }, SioPacketKind::Event { name, args, .. }) => {
+                self.on_event(&name, args, now);
+                Ok(())
+            }
+            (State::Open { .. }, SioPacketKind::Ack { ack_id, args }) => {
+                self.on_ack(ack_id, args, now);
+                Ok(())
+            }
+            (State::Open { .. }, SioPacketKind::Disconnect) => {
+                // The region let us go (shutdown or restart). Subscriptions still matter to
+                // the app, so reconnect with backoff rather than stay away.
+                self.connection_lost(now);
+                Ok(())
+            }
+            (_, kind) => Err(Error::Protocol(format!(
+                "unexpected socket.io packet {} in this state",
+                sio_name(&kind)
+            ))),
+        }
+    }
+
+    fn on_event(&mut self, name: &str, mut args: Vec<Value>, now: Instant) {
+        let arg = if args.is_empty() {
+            Value::Null
+        } else {
+            args.swap_remove(0)
+        };
+        match name {
+            event::MESSAGE => match serde_json::from_value::<Message>(arg) {
+                Ok(m) => self.on_message(m, now),
+                Err(e) => self.push_event(SessionEvent::Problem(Error::Protocol(format!(
+                    "undecodable message event: {e}"
+                )))),
+            },
+            event::PRESENCE => match serde_json::from_value::<PresenceEvent>(arg) {
+                Ok(p) if self.subscriptions.contains_key(&p.space) => {
+                    self.push_event(SessionEvent::Presence(p));
+                }
+                Ok(_) => {}
+                Err(e) => self.push_event(SessionEvent::Problem(Error::Protocol(format!(
+                    "undecodable presence event: {e}"
+                )))),
+            },
+            event::TYPING_EVENT => match serde_json::from_value::<TypingEvent>(arg) {
+                Ok(t) if self.subscriptions.contains_key(&t.space) => {
+                    self.push_event(SessionEvent::Typing(t));
+                }
+                Ok(_) => {}
+                Err(e) => self.push_event(SessionEvent::Problem(Error::Protocol(format!(
+                    "undecodable typing event: {e}"
+                )))),
+            },
+            event::ERROR => {
+                let error = serde_json::from_value::<ErrorBody>(arg)
+                    .map(|b| Error::from_wire(&b))
+                    .unwrap_or_else(|e| Error::Protocol(format!("undecodable error event: {e}")));
+                self.push_event(SessionEvent::Problem(error));
+            }
+            other => {
+                // Unknown events from a newer region are reported, not fatal.
+                self.push_event(SessionEvent::Problem(Error::Protocol(format!(
+                    "unknown event {other:?} from {}",
+                    self.region
+                ))));
+            }
+        }
+    }
+
+    fn on_message(&mut self, m: Message, now: Instant) {
+        let Some(sub) = self.subscriptions.get_mut(&m.space) else {
+            return; // left, or never joined
+        };
+        if sub.last_seq.is_some_and(|last| m.seq <= last) {
+            return; // duplicate
+        }
+        sub.early.insert(m.seq, m.clone());
+        if sub.active {
+            self.drain(&m.space, now);
+        }
+    }
+
+    /// Delivers every early message that is next in line, and notes a hole if one remains.
+    fn drain(&mut self, space: &SpaceId, now: Instant) {
+        let Some(sub) = self.subscriptions.get_mut(space) else {
+            return;
+        };
+        let mut ready = Vec::new();
+        let mut last = sub.last_seq.unwrap_or(0);
+        while let Some(entry) = sub.early.first_entry() {
+            let seq = *entry.key();
+            if seq <= last {
+                entry.remove();
+            } else if seq == last + 1 {
+                ready.push(entry.remove());
+                last = seq;
+            } else {
+                break;
+            }
+        }
+        if !ready.is_empty() {
+            sub.last_seq = Some(last);
+        }
+        sub.gap_since = if sub.early.is_empty() {
+            None
+        } else {
+            sub.gap_since.or(Some(now))
+        };
+        for m in ready {
+            self.push_event(SessionEvent::Message(m));
+        }
+    }
+
+    fn on_ack(&mut self, ack_id: u64, mut args: Vec<Value>, now: Instant) {
+        let Some(target) = self.acks.remove(&ack_id) else {
+            return; // an answer to something we gave up on
+        };
+        let arg = if args.is_empty() {
+            Value::Null
+        } else {
+            args.swap_remove(0)
+        };
+        match target {
+            AckFor::Join(space) => self.on_join_ack(&space, arg, now),
+            AckFor::Request(id) => {
+                let Some(pending) = self.requests.remove(&id) else {
+                    return;
+                };
+                let result = match pending.request {
+                    Request::Join(_) => return,
+                    Request::Leave(_) => decode_reply::<Empty>(arg).map(|_| Response::Left),
+                    Request::Send(_) => decode_reply::<SendReceipt>(arg).map(Response::Sent),
+                    Request::History(_) => {
+                        decode_reply::<HistoryReply>(arg).map(|h| Response::History(h.messages))
+                    }
+                    Request::Presence(_) => {
+                        decode_reply::<Empty>(arg).map(|_| Response::PresenceSet)
+                    }
+                    Request::CreateDm(_) => {
+                        decode_reply::<SpaceLocation>(arg).map(Response::DmCreated)
+                    }
+                };
+                self.reply(id, result);
+                self.flush_requests();
+                self.check_idle(now);
+            }
+        }
+    }
+
+    fn on_join_ack(&mut self, space: &SpaceId, arg: Value, now: Instant) {
+        let reply = decode_reply::<JoinReply>(arg).and_then(|r| {
+            if &r.space == space {
+                Ok(r)
+            } else {
+                Err(Error::Protocol("join answered for another space".into()))
+            }
+        });
+        let Some(sub) = self.subscriptions.get_mut(space) else {
+            return;
+        };
+        sub.join_ack = None;
+        match reply {
+            Ok(r) => {
+                sub.active = true;
+                if sub.last_seq.is_none() {
+                    // First join: the app starts at the head; history is one call away.
+                    sub.last_seq = Some(r.head_seq);
+                }
+                for m in r.missed {
+                    if m.space == *space {
+                        sub.early.insert(m.seq, m);
+                    }
+                }
+                let waiters = std::mem::take(&mut sub.waiters);
+                let head = r.head_seq;
+                let complete = r.complete;
+                self.drain(space, now);
+                if !complete {
+                    self.send_join(space);
+                }
+                self.flush_requests();
+                for w in waiters {
+                    self.requests.remove(&w);
+                    self.reply(
+                        w,
+                        Ok(Response::Joined {
+                            space: space.clone(),
+                            head_seq: head,
+                        }),
+                    );
+                }
+            }
+            Err(error) => {
+                let Some(sub) = self.subscriptions.remove(space) else {
+                    return;
+                };
+                if sub.waiters.is_empty() {
+                    self.push_event(SessionEvent::SubscriptionLost {
+                        space: space.clone(),
+                        error: error.clone(),
+                    });
+                }
+                for w in sub.waiters {
+                    self.requests.remove(&w);
+                    self.reply(w, Err(error.clone()));
+                }
+                // Sends that waited for this join cannot go through either.
+                let stranded: Vec<RequestId> = self
+                    .requests
+                    .iter()
+                    .filter(|(_, p)| matches!(&p.request, Request::Send(r) if &r.space == space))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in stranded {
+                    self.requests.remove(&id);
+                    self.reply(id, Err(error.clone()));
+                }
+                self.check_idle(now);
+            }
+        }
+    }
+
+    fn check_idle(&mut self, now: Instant) {
+        if self.is_unused() && matches!(self.state, State::Open { .. }) {
+            self.idle_since.get_or_insert(now);
+        } else {
+            self.idle_since = None;
+        }
+    }
+
+    fn reply(&mut self, request: RequestId, result: Result<Response>) {
+        self.push_event(SessionEvent::Reply { request, result });
+    }
+
+    fn push_event(&mut self, event: SessionEvent) {
+        self.outputs.push_back(Output::Event(event));
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    // The protocol types are plain data with string keys: serializing them cannot fail.
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn decode_reply<T: DeserializeOwned>(arg: Value) -> Result<T> {
+    match serde_json::from_value::<Reply<T>>(arg) {
+        Ok(Reply::Ok(v)) => Ok(v),
+        Ok(Reply::Error(body)) => Err(Error::from_wire(&body)),
+        Err(e) => Err(Error::Protocol(format!("undecodable answer: {e}"))),
+    }
+}
+
+fn connect_error(data: &Value) -> Error {
+    let message = data
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("connection refused")
+        .to_owned();
+    let code = message.split([':', ' ']).next().unwrap_or_default();
+    match crate::ErrorCode::parse(code) {
+        crate::ErrorCode::PolicyViolation => Error::PolicyViolation {
+            region: data
+                .get("data")
+                .and_then(|d| d.get("region"))
+                .and_then(Value::as_str)
+                .and_then(|r| RegionId::new(r).ok())
+                .unwrap_or_else(|| RegionId::new_unchecked("unknown")),
+            reason: message,
+        },
+        crate::ErrorCode::Internal => Error::Unauthorized(message),
+        other => Error::from_wire(&ErrorBody {
+            code: other,
+            message,
+            region: None,
+        }),
+    }
+}
+
+fn packet_name(p: &EioPacket) -> &'static str {
+    match p {
+        EioPacket::Open(_) => "open",
+        EioPacket::Close => "close",
+        EioPacket::Ping(_) => "ping",
+        EioPacket::Pong(_) => "pong",
+        EioPacket::Message(_) => "message",
+        EioPacket::Upgrade => "upgrade",
+        EioPacket::Noop => "noop",
+    }
+}
+
+fn sio_name(k: &SioPacketKind) -> &'static str {
+    match k {
+        SioPacketKind::Connect(_) => "connect",
+        SioPacketKind::Disconnect => "disconnect",
+        SioPacketKind::Event { .. } => "event",
+        SioPacketKind::Ack { .. } => "ack",
+        SioPacketKind::ConnectError(_) => "connect_error",
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

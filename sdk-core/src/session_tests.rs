@@ -1,0 +1,470 @@
+//! Deterministic tests of the region session: a scripted region and a fake clock.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::codec::{EioPacket, SioPacket, SioPacketKind};
+use crate::model::{IdempotencyKey, MessageId, UserId};
+
+const HANDSHAKE: &str =
+    r#"0{"sid":"abc","upgrades":[],"pingInterval":1000,"pingTimeout":500,"maxPayload":1000000}"#;
+
+/// Drives one session as a region would, recording what it sends and reports.
+struct Region {
+    session: RegionSession,
+    now: Instant,
+    conn: Option<ConnId>,
+    connects: usize,
+    sent: Vec<SioPacket>,
+    pongs: usize,
+    events: Vec<SessionEvent>,
+}
+
+impl Region {
+    fn new() -> Self {
+        let config = SessionConfig {
+            backoff: Backoff {
+                base: Duration::from_millis(100),
+                cap: Duration::from_millis(1000),
+            },
+            ..SessionConfig::default()
+        };
+        Self {
+            session: RegionSession::new(
+                RegionId::new_unchecked("eu-west"),
+                "ws://127.0.0.1:1",
+                "tok".into(),
+                config,
+                7,
+            ),
+            now: Instant::from_millis(1_000),
+            conn: None,
+            connects: 0,
+            sent: Vec::new(),
+            pongs: 0,
+            events: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.session.poll_output() {
+            match out {
+                Output::Connect { conn, url } => {
+                    assert!(
+                        url.ends_with("/socket.io/?EIO=4&transport=websocket"),
+                        "{url}"
+                    );
+                    self.conn = Some(conn);
+                    self.connects += 1;
+                }
+                Output::Transmit { conn, frame, .. } => {
+                    assert_eq!(Some(conn), self.conn, "frame on a stale transport");
+                    match EioPacket::decode(&frame).unwrap() {
+                        EioPacket::Message(m) => self.sent.push(SioPacket::decode(&m).unwrap()),
+                        EioPacket::Pong(_) => self.pongs += 1,
+                        other => panic!("unexpected frame {other:?}"),
+                    }
+                }
+                Output::Close { conn } => {
+                    if self.conn == Some(conn) {
+                        self.conn = None;
+                    }
+                }
+                Output::Event(e) => self.events.push(e),
+            }
+        }
+    }
+
+    fn request(&mut self, id: u64, request: Request) {
+        self.session.request(RequestId(id), request, self.now);
+        self.drain();
+    }
+
+    /// Completes socket open, Engine.IO handshake and Socket.IO auth.
+    fn accept(&mut self) {
+        let conn = self.conn.expect("a connect was asked for");
+        self.session.handle_transport_open(conn, self.now);
+        self.frame(HANDSHAKE);
+        let auth = self.sent.pop().expect("an auth packet");
+        assert_eq!(
+            auth.kind,
+            SioPacketKind::Connect(Some(json!({"token": "tok", "protocol": 1})))
+        );
+        self.frame(&EioPacket::Message("0{\"sid\":\"s1\"}".into()).encode());
+    }
+
+    fn frame(&mut self, frame: &str) {
+        let conn = self.conn.expect("an open transport");
+        self.session.handle_frame(conn, frame, self.now);
+        self.drain();
+    }
+
+    fn push(&mut self, name: &str, arg: Value) {
+        let p = SioPacket::event(name, vec![arg], None);
+        self.frame(&EioPacket::Message(p.encode()).encode());
+    }
+
+    fn ack(&mut self, ack_id: u64, arg: Value) {
+        let p = SioPacket::main(SioPacketKind::Ack {
+            ack_id,
+            args: vec![arg],
+        });
+        self.frame(&EioPacket::Message(p.encode()).encode());
+    }
+
+    /// The oldest event the session emitted and not yet inspected, with its ack id and argument.
+    fn take_emit(&mut self) -> (String, Option<u64>, Value) {
+        assert!(!self.sent.is_empty(), "the session sent nothing");
+        match self.sent.remove(0).kind {
+            SioPacketKind::Event {
+                name,
+                mut args,
+                ack_id,
+            } => (name, ack_id, args.remove(0)),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    fn drop_link(&mut self) {
+        let conn = self.conn.take().expect("an open transport");
+        self.session
+            .handle_transport_closed(conn, "reset", self.now);
+        self.drain();
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now = self.now + d;
+        self.session.handle_timeout(self.now);
+        self.drain();
+    }
+
+    fn advance_to_next_timeout(&mut self) {
+        let at = self.session.poll_timeout().expect("a timer");
+        self.advance(at.saturating_since(self.now));
+    }
+
+    fn messages(&self) -> Vec<u64> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                SessionEvent::Message(m) => Some(m.seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn reply(&self, id: u64) -> Option<&Result<Response>> {
+        self.events.iter().find_map(|e| match e {
+            SessionEvent::Reply { request, result } if *request == RequestId(id) => Some(result),
+            _ => None,
+        })
+    }
+
+    /// Joins `space` with request 1 and answers with `head`.
+    fn joined(&mut self, space: &str, head: u64) {
+        self.request(1, Request::Join(SpaceId::new_unchecked(space)));
+        self.accept();
+        let (name, ack, arg) = self.take_emit();
+        assert_eq!(name, "space:join");
+        assert_eq!(arg, json!({"space": space}));
+        self.ack(
+            ack.unwrap(),
+            json!({"ok": {"space": space, "head_seq": head, "missed": [], "complete": true}}),
+        );
+    }
+}
+
+fn message(space: &str, seq: u64) -> Value {
+    serde_json::to_value(Message {
+        space: SpaceId::new_unchecked(space),
+        seq,
+        id: MessageId::new_unchecked(format!("m{seq}")),
+        sender: UserId::new_unchecked("sam"),
+        body: format!("body {seq}"),
+        sent_at_ms: 0,
+        trace: None,
+    })
+    .unwrap()
+}
+
+fn send(space: &str, key: &str) -> Request {
+    Request::Send(SendRequest {
+        space: SpaceId::new_unchecked(space),
+        key: IdempotencyKey::new_unchecked(key),
+        body: "hi".into(),
+        trace: None,
+    })
+}
+
+#[test]
+fn the_connection_opens_lazily_on_first_use_and_a_join_is_answered() {
+    let mut r = Region::new();
+    assert_eq!(
+        r.session.poll_timeout(),
+        None,
+        "an unused session sets no timer"
+    );
+    assert_eq!(r.connects, 0);
+    r.joined("s", 4);
+    assert_eq!(r.connects, 1);
+    assert_eq!(
+        r.reply(1),
+        Some(&Ok(Response::Joined {
+            space: SpaceId::new_unchecked("s"),
+            head_seq: 4
+        }))
+    );
+    assert_eq!(r.session.connection_state(), ConnectionState::Connected);
+}
+
+#[test]
+fn messages_arrive_once_and_in_seq_order_even_when_the_region_reorders_or_repeats() {
+    let mut r = Region::new();
+    r.joined("s", 4);
+    for seq in [5, 7, 6, 6, 5, 8] {
+        r.push("message", message("s", seq));
+    }
+    assert_eq!(r.messages(), vec![5, 6, 7, 8]);
+}
+
+#[test]
+fn after_a_reconnect_the_session_rejoins_with_since_and_delivers_what_it_missed() {
+    let mut r = Region::new();
+    r.joined("s", 4);
+    r.push("message", message("s", 5));
+    r.drop_link();
+    assert!(matches!(
+        r.session.connection_state(),
+        ConnectionState::Reconnecting { attempt: 1, .. }
+    ));
+    r.advance_to_next_timeout();
+    assert_eq!(r.connects, 2, "a new attempt after the backoff");
+    r.accept();
+    let (name, ack, arg) = r.take_emit();
+    assert_eq!(name, "space:join");
+    assert_eq!(arg, json!({"space": "s", "since": 5}));
+    // A live message can overtake the join's answer: it must wait for the missed ones.
+    r.push("message", message("s", 8));
+    r.ack(
+        ack.unwrap(),
+        json!({"ok": {"space": "s", "head_seq": 7, "missed": [message("s", 6), message("s", 7)], "complete": true}}),
+    );
+    assert_eq!(r.messages(), vec![5, 6, 7, 8]);
+}
+
+#[test]
+fn an_incomplete_catch_up_pages_on_with_another_join() {
+    let mut r = Region::new();
+    r.joined("s", 1);
+    r.drop_link();
+    r.advance_to_next_timeout();
+    r.accept();
+    let (_, ack, _) = r.take_emit();
+    r.ack(
+        ack.unwrap(),
+        json!({"ok": {"space": "s", "head_seq": 3, "missed": [message("s", 2)], "complete": false}}),
+    );
+    let (name, ack, arg) = r.take_emit();
+    assert_eq!(
+        (name.as_str(), arg),
+        ("space:join", json!({"space": "s", "since": 2}))
+    );
+    r.ack(
+        ack.unwrap(),
+        json!({"ok": {"space": "s", "head_seq": 3, "missed": [message("s", 3)], "complete": true}}),
+    );
+    assert_eq!(r.messages(), vec![2, 3]);
+}
+
+#[test]
+fn a_hole_that_stays_open_is_filled_by_asking_the_region() {
+    let mut r = Region::new();
+    r.joined("s", 0);
+    r.push("message", message("s", 2));
+    assert_eq!(r.messages(), Vec::<u64>::new(), "2 waits for 1");
+    r.advance(Duration::from_millis(600));
+    let (name, ack, arg) = r.take_emit();
+    assert_eq!(
+        (name.as_str(), arg),
+        ("space:join", json!({"space": "s", "since": 0}))
+    );
+    r.ack(
+        ack.unwrap(),
+        json!({"ok": {"space": "s", "head_seq": 2, "missed": [message("s", 1), message("s", 2)], "complete": true}}),
+    );
+    assert_eq!(r.messages(), vec![1, 2]);
+}
+
+#[test]
+fn a_send_in_flight_when_the_link_drops_is_sent_again_with_the_same_key() {
+    let mut r = Region::new();
+    r.joined("s", 0);
+    r.request(2, send("s", "k1"));
+    let (name, _, arg) = r.take_emit();
+    assert_eq!(name, "message:send");
+    assert_eq!(arg["key"], "k1");
+    r.drop_link();
+    r.advance_to_next_timeout();
+    r.accept();
+    let (name, ack, _) = r.take_emit();
+    assert_eq!(name, "space:join", "subscriptions are restored first");
+    r.ack(
+        ack.unwrap(),
+        json!({"ok": {"space": "s", "head_seq": 0, "complete": true}}),
+    );
+    let (name, ack, arg) = r.take_emit();
+    assert_eq!((name.as_str(), &arg["key"]), ("message:send", &json!("k1")));
+    r.ack(
+        ack.unwrap(),
+        json!({"ok": {"message_id": "m1", "seq": 1, "sent_at_ms": 5}}),
+    );
+    assert!(matches!(r.reply(2), Some(Ok(Response::Sent(rcpt))) if rcpt.seq == 1));
+}
+
+#[test]
+fn sends_to_one_space_go_one_at_a_time_in_the_order_they_were_made() {
+    let mut r = Region::new();
+    r.joined("s", 0);
+    r.request(2, send("s", "a"));
+    r.request(3, send("s", "b"));
+    r.request(4, send("t", "c")); // another space: subscribes, then sends
+    let (name, ack_a, arg) = r.take_emit();
+    assert_eq!((name.as_str(), &arg["key"]), ("message:send", &json!("a")));
+    let (name, _, arg) = r.take_emit();
+    assert_eq!((name.as_str(), arg), ("space:join", json!({"space": "t"})));
+    assert!(
+        r.sent.is_empty(),
+        "b waits for a's answer; c waits for t's join"
+    );
+    r.ack(
+        ack_a.unwrap(),
+        json!({"ok": {"message_id": "m1", "seq": 1, "sent_at_ms": 5}}),
+    );
+    let (name, _, arg) = r.take_emit();
+    assert_eq!((name.as_str(), &arg["key"]), ("message:send", &json!("b")));
+}
+
+#[test]
+fn the_session_answers_pings_and_reconnects_when_they_stop() {
+    let mut r = Region::new();
+    r.joined("s", 0);
+    r.advance(Duration::from_millis(900));
+    r.frame("2");
+    assert_eq!(r.pongs, 1);
+    r.advance(Duration::from_millis(1400));
+    assert_eq!(r.session.connection_state(), ConnectionState::Connected);
+    // pingInterval 1000 + pingTimeout 500 + grace 1000 without a ping: the link is dead.
+    r.advance(Duration::from_millis(1200));
+    assert!(matches!(
+        r.session.connection_state(),
+        ConnectionState::Reconnecting { .. }
+    ));
+    assert_eq!(r.conn, None, "the dead transport was closed");
+}
+
+#[test]
+fn a_refused_connection_fails_the_waiting_requests_with_a_typed_error() {
+    let mut r = Region::new();
+    r.request(1, Request::Join(SpaceId::new_unchecked("s")));
+    let conn = r.conn.unwrap();
+    r.session.handle_transport_open(conn, r.now);
+    r.frame(HANDSHAKE);
+    r.frame(&EioPacket::Message("4{\"message\":\"unauthorized: bad token\"}".into()).encode());
+    let Some(Err(e)) = r.reply(1) else {
+        panic!("expected a failed join, got {:?}", r.events)
+    };
+    assert_eq!(e.code(), crate::ErrorCode::Unauthorized);
+    assert_eq!(r.session.connection_state(), ConnectionState::Idle);
+}
+
+#[test]
+fn a_malformed_frame_ends_the_connection_cleanly_and_is_reported() {
+    let mut r = Region::new();
+    r.joined("s", 0);
+    r.frame("4{garbage");
+    assert!(r.events.iter().any(
+        |e| matches!(e, SessionEvent::Problem(err) if err.code() == crate::ErrorCode::Protocol)
+    ));
+    assert!(matches!(
+        r.session.connection_state(),
+        ConnectionState::Reconnecting { .. }
+    ));
+    // The subscription survives and is restored on the next connection.
+    r.advance_to_next_timeout();
+    r.accept();
+    let (name, _, arg) = r.take_emit();
+    assert_eq!(
+        (name.as_str(), arg),
+        ("space:join", json!({"space": "s", "since": 0}))
+    );
+}
+
+#[test]
+fn unknown_events_and_undecodable_payloads_are_reported_without_dropping_the_link() {
+    let mut r = Region::new();
+    r.joined("s", 0);
+    r.push("surprise", json!(1));
+    r.push("message", json!({"seq": "nope"}));
+    let problems = r
+        .events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Problem(_)))
+        .count();
+    assert_eq!(problems, 2);
+    assert_eq!(r.session.connection_state(), ConnectionState::Connected);
+}
+
+#[test]
+fn a_request_without_an_answer_times_out() {
+    let mut r = Region::new();
+    r.joined("s", 0);
+    r.request(
+        2,
+        Request::History(HistoryRequest {
+            space: SpaceId::new_unchecked("s"),
+            before: None,
+            limit: 10,
+        }),
+    );
+    r.advance(Duration::from_secs(31));
+    assert!(matches!(r.reply(2), Some(Err(Error::Timeout(_)))));
+}
+
+#[test]
+fn a_connection_with_nothing_to_do_is_closed_after_the_idle_timeout() {
+    let mut r = Region::new();
+    r.joined("s", 0);
+    r.request(2, Request::Leave(SpaceId::new_unchecked("s")));
+    let (name, ack, _) = r.take_emit();
+    assert_eq!(name, "space:leave");
+    r.ack(ack.unwrap(), json!({"ok": {}}));
+    r.frame("2"); // keep the heartbeat alive
+    r.advance(Duration::from_secs(31));
+    assert_eq!(r.session.connection_state(), ConnectionState::Idle);
+    assert_eq!(r.conn, None);
+}
+
+#[test]
+fn backoff_grows_while_the_region_stays_down_and_a_network_change_retries_at_once() {
+    let mut r = Region::new();
+    r.joined("s", 0);
+    r.drop_link();
+    for _ in 0..5 {
+        r.advance_to_next_timeout();
+        r.drop_link();
+    }
+    let ConnectionState::Reconnecting { attempt, .. } = r.session.connection_state() else {
+        panic!("expected reconnecting")
+    };
+    assert_eq!(attempt, 6);
+    let before = r.connects;
+    r.session.network_changed(true, r.now);
+    r.drain();
+    assert_eq!(
+        r.connects,
+        before + 1,
+        "online again: connect now, not after the backoff"
+    );
+}

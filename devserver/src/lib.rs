@@ -1,1 +1,199 @@
-//! placeholder
+//! Meridian's reference federation: a directory (HTTP) and several regions (Socket.IO via
+//! socketioxide), all on loopback, in-process or as the `devserver` binary.
+//!
+//! Owns: starting and stopping a whole federation from a [`FederationConfig`], and the
+//! hooks tests need (a tap per region, stopping and restarting a region on the same port,
+//! directory faults, the stored messages). It reuses `meridian`'s model, protocol and
+//! policy functions and must never re-implement a policy rule; it must never log a token
+//! or a message body, and must never bind anything but 127.0.0.1.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), devserver::DevserverError> {
+//! let fed = devserver::Federation::start(devserver::FederationConfig::default_three_regions()).await?;
+//! let directory = fed.directory_url(); // http://127.0.0.1:PORT
+//! # let _ = directory;
+//! fed.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod directory;
+mod error;
+mod net;
+mod region;
+mod state;
+pub mod tap;
+
+use std::sync::{Arc, Mutex};
+
+use meridian::model::{Message, RegionId, SpaceId, SpaceLocation};
+
+pub use config::{CompanyConfig, FederationConfig, RegionConfig, SpaceConfig, UserConfig};
+pub use directory::DirectoryFault;
+pub use error::DevserverError;
+pub use tap::{RegionTap, TapKind, TapRecord};
+
+use crate::region::RegionServer;
+use crate::state::{Shared, lock};
+
+/// A running federation: the directory and every region, each on its own port.
+///
+/// Dropping it aborts every server; [`Federation::shutdown`] stops them gracefully.
+pub struct Federation {
+    shared: Arc<Shared>,
+    fault: Arc<Mutex<Option<DirectoryFault>>>,
+    directory: net::Server,
+    regions: Vec<RegionServer>,
+}
+
+impl std::fmt::Debug for Federation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Federation")
+            .field("directory", &self.directory_url())
+            .field(
+                "regions",
+                &self
+                    .regions
+                    .iter()
+                    .map(|r| (r.id().as_str(), r.port()))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Federation {
+    /// Validates `config`, then binds and serves every region and the directory on
+    /// 127.0.0.1 (the configured ports, or free ones).
+    pub async fn start(config: FederationConfig) -> Result<Federation, DevserverError> {
+        config.validate()?;
+        let shared = Arc::new(Shared::new(config.clone()));
+        let mut regions = Vec::with_capacity(config.regions.len());
+        for rc in &config.regions {
+            let store = shared
+                .store(&rc.id)
+                .ok_or_else(|| DevserverError::UnknownRegion(rc.id.clone()))?;
+            let server = RegionServer::new(
+                rc.id.clone(),
+                shared.clone(),
+                store,
+                RegionTap::new(rc.id.clone()),
+                rc.port.unwrap_or(0),
+            );
+            // On error, the regions started so far are aborted when `regions` drops.
+            server.start().await?;
+            regions.push(server);
+        }
+        let fault = Arc::new(Mutex::new(None));
+        let port = config.directory_port.unwrap_or(0);
+        let listener = net::bind("the directory", port).await?;
+        let router = directory::router(directory::DirectoryState {
+            shared: shared.clone(),
+            fault: fault.clone(),
+        });
+        let directory =
+            net::Server::spawn("directory".into(), listener, router).map_err(|source| {
+                DevserverError::Bind {
+                    what: "the directory".into(),
+                    addr: format!("127.0.0.1:{port}"),
+                    source,
+                }
+            })?;
+        tracing::info!(url = %format!("http://{}", directory.addr()), "directory up");
+        Ok(Federation {
+            shared,
+            fault,
+            directory,
+            regions,
+        })
+    }
+
+    /// The directory's base URL, `http://127.0.0.1:PORT`.
+    pub fn directory_url(&self) -> String {
+        format!("http://{}", self.directory.addr())
+    }
+
+    /// A region's Socket.IO endpoint, `ws://127.0.0.1:PORT` (the SDK adds `/socket.io/`).
+    /// Stays the same across stops and restarts.
+    pub fn region_socket_url(&self, region: &RegionId) -> Option<String> {
+        self.region(region).ok()?;
+        self.shared.socket_url(region)
+    }
+
+    /// The regions, in the order of the config.
+    pub fn region_ids(&self) -> Vec<RegionId> {
+        self.regions.iter().map(|r| r.id().clone()).collect()
+    }
+
+    /// The configuration the federation runs.
+    pub fn config(&self) -> &FederationConfig {
+        self.shared.config()
+    }
+
+    /// A region's tap (a cheap clone sharing the region's log).
+    pub fn tap(&self, region: &RegionId) -> Option<RegionTap> {
+        self.region(region).ok().map(|r| r.tap().clone())
+    }
+
+    /// Disconnects every socket of the region (clients see their connection close) and
+    /// frees its port. Its store, its tap and its DMs are kept. Stopping a stopped
+    /// region does nothing.
+    pub async fn stop_region(&self, region: &RegionId) -> Result<(), DevserverError> {
+        self.region(region)?.stop().await;
+        Ok(())
+    }
+
+    /// Serves a stopped region again on the same port, with the same store. Starting a
+    /// running region does nothing.
+    pub async fn start_region(&self, region: &RegionId) -> Result<(), DevserverError> {
+        self.region(region)?.start().await
+    }
+
+    /// [`Federation::stop_region`] then [`Federation::start_region`].
+    pub async fn restart_region(&self, region: &RegionId) -> Result<(), DevserverError> {
+        let r = self.region(region)?;
+        r.stop().await;
+        r.start().await
+    }
+
+    /// Whether the region is currently serving.
+    pub async fn is_region_running(&self, region: &RegionId) -> Result<bool, DevserverError> {
+        Ok(self.region(region)?.is_running().await)
+    }
+
+    /// Makes the directory answer every `/v1` request with `fault` (or normally again
+    /// with `None`).
+    pub fn set_directory_fault(&self, fault: Option<DirectoryFault>) {
+        *lock(&self.fault) = fault;
+    }
+
+    /// Where a space is housed (channels from the config, and DMs created so far).
+    pub fn space_location(&self, space: &SpaceId) -> Option<SpaceLocation> {
+        self.shared.space(space).map(|s| s.location)
+    }
+
+    /// The messages of a space as stored by the region that houses it, oldest first.
+    pub fn messages(&self, space: &SpaceId) -> Vec<Message> {
+        self.shared
+            .space(space)
+            .and_then(|s| self.shared.store(&s.location.region))
+            .map(|store| store.messages(space))
+            .unwrap_or_default()
+    }
+
+    /// Stops every region and the directory, freeing every port.
+    pub async fn shutdown(self) {
+        for r in &self.regions {
+            r.stop().await;
+        }
+        self.directory.stop().await;
+        tracing::info!("federation down");
+    }
+
+    fn region(&self, id: &RegionId) -> Result<&RegionServer, DevserverError> {
+        self.regions
+            .iter()
+            .find(|r| r.id() == id)
+            .ok_or_else(|| DevserverError::UnknownRegion(id.clone()))
+    }
+}

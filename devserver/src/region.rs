@@ -1,0 +1,624 @@
+//! A region: a Socket.IO server (socketioxide) on its own port, with its own store.
+//!
+//! Owns: authenticating connections (bearer token in the CONNECT auth payload), enforcing
+//! geographic policy on the server side (a user whose policy forbids this region is
+//! refused at connect; a space is entered only where policy permits), the application
+//! events of `meridian::protocol`, and stopping/starting the region on the same port.
+//! Every event is recorded in the region's tap before anything else looks at it, and the
+//! events of one socket are handled one at a time, in the order they arrived.
+//! Must never panic on any input, never log a token or a message body, and never answer
+//! an ack with anything but exactly one `Reply`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meridian::ErrorCode;
+use meridian::model::{RegionId, SpaceId, UserId, validate_body};
+use meridian::policy;
+use meridian::protocol::{
+    Auth, DmCreateRequest, Empty, ErrorBody, HistoryReply, HistoryRequest, JoinReply, JoinRequest,
+    LeaveRequest, MAX_PAGE, PROTOCOL_VERSION, PresenceEvent, PresenceRequest, Reply, SendRequest,
+    TypingEvent, event,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use socketioxide::SocketIo;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler, Value};
+use socketioxide::socket::{DisconnectReason, Socket};
+use tokio::sync::mpsc;
+
+use crate::DevserverError;
+use crate::net::{self, Server};
+use crate::state::{Append, Member, RegionStore, Shared, SpaceRecord, lock};
+use crate::tap::{RegionTap, TapKind};
+
+/// How long a stop lets socketioxide close its sockets gracefully before cutting them.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Everything a region's handlers share; survives restarts.
+pub(crate) struct RegionCtx {
+    pub id: RegionId,
+    pub shared: Arc<Shared>,
+    pub store: Arc<RegionStore>,
+    pub tap: RegionTap,
+    /// Storing + broadcasting a message, and a join's catch-up + room entry, happen under
+    /// this lock, so members see messages in seq order and a joiner misses nothing
+    /// between its catch-up page and the live stream.
+    order: tokio::sync::Mutex<()>,
+}
+
+/// One region's server, stoppable and restartable on the same port.
+pub(crate) struct RegionServer {
+    ctx: Arc<RegionCtx>,
+    port: Mutex<u16>,
+    running: tokio::sync::Mutex<Option<Running>>,
+}
+
+struct Running {
+    io: SocketIo,
+    server: Server,
+}
+
+impl RegionServer {
+    pub fn new(
+        id: RegionId,
+        shared: Arc<Shared>,
+        store: Arc<RegionStore>,
+        tap: RegionTap,
+        port: u16,
+    ) -> Self {
+        Self {
+            ctx: Arc::new(RegionCtx {
+                id,
+                shared,
+                store,
+                tap,
+                order: tokio::sync::Mutex::new(()),
+            }),
+            port: Mutex::new(port),
+            running: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn id(&self) -> &RegionId {
+        &self.ctx.id
+    }
+
+    pub fn tap(&self) -> &RegionTap {
+        &self.ctx.tap
+    }
+
+    /// The port (known once the region has been started).
+    pub fn port(&self) -> u16 {
+        *lock(&self.port)
+    }
+
+    pub async fn is_running(&self) -> bool {
+        self.running.lock().await.is_some()
+    }
+
+    /// Binds the region's port (the same one as before, after a stop) and serves it.
+    /// Starting a running region does nothing.
+    pub async fn start(&self) -> Result<(), DevserverError> {
+        let mut running = self.running.lock().await;
+        if running.is_some() {
+            return Ok(());
+        }
+        let what = format!("region {}", self.ctx.id);
+        let listener = net::bind(&what, self.port()).await?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| DevserverError::Bind {
+                what: what.clone(),
+                addr: format!("127.0.0.1:{}", self.port()),
+                source,
+            })?;
+        *lock(&self.port) = addr.port();
+        self.ctx
+            .shared
+            .set_socket_url(&self.ctx.id, format!("ws://{addr}"));
+
+        let (layer, io) = SocketIo::builder().build_layer();
+        let ctx = self.ctx.clone();
+        let authorize = move |s: SocketRef, TryData(auth): TryData<serde_json::Value>| {
+            let ctx = ctx.clone();
+            async move { authorize(&ctx, &s, auth.ok()) }
+        };
+        io.ns("/", on_connect.with(authorize));
+        let router = axum::Router::new().layer(layer);
+        let server = Server::spawn(what.clone(), listener, router).map_err(|source| {
+            DevserverError::Bind {
+                what,
+                addr: addr.to_string(),
+                source,
+            }
+        })?;
+        tracing::info!(region = %self.ctx.id, %addr, "region up");
+        *running = Some(Running { io, server });
+        Ok(())
+    }
+
+    /// Disconnects every socket, closes the listener and frees the port. The store, the
+    /// tap and the DMs created here are kept. Stopping a stopped region does nothing.
+    pub async fn stop(&self) {
+        let Some(Running { io, server }) = self.running.lock().await.take() else {
+            return;
+        };
+        // Gracefully first (clients get a close, disconnect handlers run), then for real.
+        if tokio::time::timeout(CLOSE_GRACE, io.close()).await.is_err() {
+            tracing::debug!(region = %self.ctx.id, "graceful close timed out");
+        }
+        server.stop().await;
+        tracing::info!(region = %self.ctx.id, "region down");
+    }
+}
+
+async fn on_connect(s: SocketRef) {
+    tracing::debug!(sid = %s.id, "socket connected");
+}
+
+/// The connect middleware: decides whether a socket may connect, and wires it up if so.
+/// The `Err` text becomes the `connect_error` message: it starts with the error code.
+fn authorize(
+    ctx: &Arc<RegionCtx>,
+    s: &SocketRef,
+    auth: Option<serde_json::Value>,
+) -> Result<(), String> {
+    let refuse = |user: Option<UserId>, code: ErrorCode, why: String| {
+        ctx.tap.record(
+            user.clone(),
+            TapKind::Connect {
+                accepted: false,
+                refused_with: Some(code),
+            },
+        );
+        tracing::info!(region = %ctx.id, user = ?user.as_ref().map(UserId::as_str), %code, "connection refused");
+        Err(format!("{code}: {why}"))
+    };
+    let Some(auth) = auth.and_then(|v| serde_json::from_value::<Auth>(v).ok()) else {
+        return refuse(
+            None,
+            ErrorCode::Unauthorized,
+            "the auth payload must be {\"token\": string, \"protocol\": number}".into(),
+        );
+    };
+    let Some(member) = ctx.shared.member_by_token(&auth.token) else {
+        return refuse(None, ErrorCode::Unauthorized, "unknown token".into());
+    };
+    let user = member.id().clone();
+    if auth.protocol != PROTOCOL_VERSION {
+        return refuse(
+            Some(user),
+            ErrorCode::InvalidInput,
+            format!(
+                "protocol version {} is not supported, this region speaks {PROTOCOL_VERSION}",
+                auth.protocol
+            ),
+        );
+    }
+    if let Err(e) = policy::check_region(&member.ctx, &ctx.id) {
+        let why = match e {
+            meridian::Error::PolicyViolation { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        return refuse(Some(user), ErrorCode::PolicyViolation, why);
+    }
+    ctx.tap.record(
+        Some(user.clone()),
+        TapKind::Connect {
+            accepted: true,
+            refused_with: None,
+        },
+    );
+    tracing::info!(region = %ctx.id, user = %user, sid = %s.id, "connection accepted");
+
+    // Wired up here, before the CONNECT answer leaves, so that no event sent right after
+    // it can arrive before its handler exists.
+    s.extensions.insert(user.clone());
+    let conn = Arc::new(Conn {
+        member,
+        joined: Mutex::default(),
+    });
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(worker(ctx.clone(), conn.clone(), rx));
+    s.on_fallback(Inbox {
+        ctx: ctx.clone(),
+        user,
+        tx,
+    });
+    let ctx = ctx.clone();
+    s.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
+        let ctx = ctx.clone();
+        let conn = conn.clone();
+        async move { on_disconnect(&ctx, &conn, &s, reason).await }
+    });
+    Ok(())
+}
+
+/// One connected socket's user and the spaces it has joined.
+struct Conn {
+    member: Member,
+    joined: Mutex<HashSet<SpaceId>>,
+}
+
+impl Conn {
+    fn user(&self) -> &UserId {
+        self.member.id()
+    }
+
+    fn has_joined(&self, space: &SpaceId) -> bool {
+        lock(&self.joined).contains(space)
+    }
+
+    fn joined(&self) -> Vec<SpaceId> {
+        lock(&self.joined).iter().cloned().collect()
+    }
+}
+
+fn room(space: &SpaceId) -> String {
+    format!("space/{space}")
+}
+
+/// One received event, queued for the socket's worker.
+struct Job {
+    socket: SocketRef,
+    ack: AckSender,
+    wants_ack: bool,
+    name: String,
+    args: Result<Vec<serde_json::Value>, String>,
+}
+
+/// Receives every event of one socket, in order: records it in the tap, queues it.
+struct Inbox {
+    ctx: Arc<RegionCtx>,
+    user: UserId,
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+/// Marker for the [`MessageHandler`] impl of [`Inbox`].
+struct InOrder;
+
+impl MessageHandler<LocalAdapter, InOrder> for Inbox {
+    fn call(&self, s: Arc<Socket>, mut v: Value, ack_id: Option<i64>) {
+        let (name, args) = split_event(&v);
+        let payload = match &args {
+            Ok(a) if a.len() == 1 => a[0].clone(),
+            Ok(a) => serde_json::Value::Array(a.clone()),
+            Err(_) => serde_json::Value::Null,
+        };
+        self.ctx.tap.record(
+            Some(self.user.clone()),
+            TapKind::Event {
+                name: name.clone(),
+                payload,
+                wants_ack: ack_id.is_some(),
+            },
+        );
+        let Ok(ack) = AckSender::from_message_parts(&s, &mut v, &ack_id);
+        let job = Job {
+            socket: SocketRef::from(s),
+            ack,
+            wants_ack: ack_id.is_some(),
+            name,
+            args,
+        };
+        if self.tx.send(job).is_err() {
+            tracing::debug!(region = %self.ctx.id, "event after the socket's worker ended");
+        }
+    }
+}
+
+/// `["name", args...]` as received (binary attachments are not part of the protocol).
+fn split_event(v: &Value) -> (String, Result<Vec<serde_json::Value>, String>) {
+    let (text, binary) = match v {
+        Value::Str(text, bins) => (text.as_str(), bins.as_ref().is_some_and(|b| !b.is_empty())),
+        Value::Bytes(_) => ("", true),
+    };
+    let mut items = match serde_json::from_str::<Vec<serde_json::Value>>(text) {
+        Ok(items) => items,
+        Err(_) => return (String::new(), Err("the event is not a JSON array".into())),
+    };
+    let name = match items.first() {
+        Some(serde_json::Value::String(name)) => name.clone(),
+        _ => String::new(),
+    };
+    if !items.is_empty() {
+        items.remove(0);
+    }
+    if binary {
+        return (name, Err("binary attachments are not supported".into()));
+    }
+    (name, Ok(items))
+}
+
+async fn worker(ctx: Arc<RegionCtx>, conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    while let Some(job) = rx.recv().await {
+        handle(&ctx, &conn, job).await;
+    }
+}
+
+/// Answers a request: one ack argument (`{"ok": ..}` or `{"error": ..}`) when the client
+/// asked for an ack; otherwise errors go out as an `error` event and successes silently.
+struct Responder {
+    socket: SocketRef,
+    ack: AckSender,
+    wants_ack: bool,
+    event: String,
+    region: RegionId,
+}
+
+impl Responder {
+    fn ok<T: Serialize>(self, value: T) {
+        if self.wants_ack
+            && let Err(e) = self.ack.send(&Reply::Ok(value))
+        {
+            tracing::debug!(region = %self.region, event = %self.event, error = %e, "ack not sent");
+        }
+    }
+
+    fn err(self, body: ErrorBody) {
+        tracing::debug!(region = %self.region, event = %self.event, code = %body.code, "request refused");
+        let sent = if self.wants_ack {
+            self.ack
+                .send(&Reply::<Empty>::Error(body))
+                .map_err(|e| e.to_string())
+        } else {
+            self.socket
+                .emit(event::ERROR, &body)
+                .map_err(|e| e.to_string())
+        };
+        if let Err(e) = sent {
+            tracing::debug!(region = %self.region, event = %self.event, error = %e, "error not sent");
+        }
+    }
+
+    fn done<T: Serialize>(self, result: Result<T, ErrorBody>) {
+        match result {
+            Ok(v) => self.ok(v),
+            Err(e) => self.err(e),
+        }
+    }
+}
+
+fn error(code: ErrorCode, message: String) -> ErrorBody {
+    ErrorBody {
+        code,
+        message: format!("{code}: {message}"),
+        region: None,
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ErrorBody {
+    error(ErrorCode::InvalidInput, message.into())
+}
+
+/// The single argument of an event, typed.
+fn arg<T: DeserializeOwned>(
+    name: &str,
+    args: Result<Vec<serde_json::Value>, String>,
+) -> Result<T, ErrorBody> {
+    let mut args = args.map_err(invalid)?;
+    if args.len() != 1 {
+        return Err(invalid(format!(
+            "{name} takes exactly one argument, got {}",
+            args.len()
+        )));
+    }
+    serde_json::from_value(args.remove(0))
+        .map_err(|e| invalid(format!("malformed {name} payload: {e}")))
+}
+
+async fn handle(ctx: &Arc<RegionCtx>, conn: &Conn, job: Job) {
+    let Job {
+        socket,
+        ack,
+        wants_ack,
+        name,
+        args,
+    } = job;
+    tracing::debug!(region = %ctx.id, user = %conn.user(), event = %name, "event");
+    let r = Responder {
+        socket: socket.clone(),
+        ack,
+        wants_ack,
+        event: name.clone(),
+        region: ctx.id.clone(),
+    };
+    match name.as_str() {
+        event::SPACE_JOIN => match arg::<JoinRequest>(&name, args) {
+            Ok(req) => join(ctx, conn, &socket, req, r).await,
+            Err(e) => r.err(e),
+        },
+        event::SPACE_LEAVE => r.done(arg::<LeaveRequest>(&name, args).map(|req| {
+            socket.leave(room(&req.space));
+            lock(&conn.joined).remove(&req.space);
+            Empty {}
+        })),
+        event::MESSAGE_SEND => match arg::<SendRequest>(&name, args) {
+            Ok(req) => send(ctx, conn, &socket, req, r).await,
+            Err(e) => r.err(e),
+        },
+        event::HISTORY => {
+            r.done(arg::<HistoryRequest>(&name, args).and_then(|req| history(ctx, conn, req)))
+        }
+        event::PRESENCE_SET => match arg::<PresenceRequest>(&name, args) {
+            Ok(req) => {
+                for space in conn.joined() {
+                    let ev = PresenceEvent {
+                        user: conn.user().clone(),
+                        status: req.status,
+                        space: space.clone(),
+                    };
+                    let _ = socket.to(room(&space)).emit(event::PRESENCE, &ev).await;
+                }
+                r.ok(Empty {});
+            }
+            Err(e) => r.err(e),
+        },
+        event::TYPING => match arg::<TypingEvent>(&name, args) {
+            Ok(req) if !conn.has_joined(&req.space) => {
+                r.err(invalid(format!("join the space {} first", req.space)));
+            }
+            Ok(req) => {
+                let ev = TypingEvent {
+                    user: Some(conn.user().clone()),
+                    ..req
+                };
+                let _ = socket
+                    .to(room(&ev.space))
+                    .emit(event::TYPING_EVENT, &ev)
+                    .await;
+                r.ok(Empty {});
+            }
+            Err(e) => r.err(e),
+        },
+        event::DM_CREATE => {
+            r.done(arg::<DmCreateRequest>(&name, args).and_then(|req| dm_create(ctx, conn, req)))
+        }
+        _ => r.err(invalid(format!("unknown event {name:?}"))),
+    }
+}
+
+/// Whether this user may read `space` here: it exists, their policy permits the region
+/// that houses it, they take part in it (DMs), and it is housed in this region.
+fn access(ctx: &RegionCtx, conn: &Conn, space: &SpaceId) -> Result<SpaceRecord, ErrorBody> {
+    let record = ctx
+        .shared
+        .space(space)
+        .ok_or_else(|| error(ErrorCode::NotFound, format!("space {space}")))?;
+    policy::check_space_entry(&conn.member.ctx, &record.location)
+        .map_err(|e| ErrorBody::from(&e))?;
+    if !record.admits(conn.user()) {
+        return Err(error(
+            ErrorCode::Unauthorized,
+            format!("user {} does not take part in {space}", conn.user()),
+        ));
+    }
+    if record.location.region != ctx.id {
+        return Err(moved(space, &record.location.region, &ctx.id));
+    }
+    Ok(record)
+}
+
+fn moved(space: &SpaceId, housing: &RegionId, here: &RegionId) -> ErrorBody {
+    ErrorBody {
+        region: Some(housing.clone()),
+        ..error(
+            ErrorCode::Moved,
+            format!("{space} is housed in region {housing}, not in {here}"),
+        )
+    }
+}
+
+async fn join(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: JoinRequest, r: Responder) {
+    if let Err(e) = access(ctx, conn, &req.space) {
+        return r.err(e);
+    }
+    let _order = ctx.order.lock().await;
+    socket.join(room(&req.space));
+    lock(&conn.joined).insert(req.space.clone());
+    let head_seq = ctx.store.head_seq(&req.space);
+    let missed = req
+        .since
+        .map(|since| ctx.store.after(&req.space, since, MAX_PAGE))
+        .unwrap_or_default();
+    let complete = match req.since {
+        None => true,
+        Some(since) => since >= head_seq || missed.last().is_some_and(|m| m.seq >= head_seq),
+    };
+    // Acked under the lock: any message stored after this catch-up is broadcast after it.
+    r.ok(JoinReply {
+        space: req.space,
+        head_seq,
+        missed,
+        complete,
+    });
+}
+
+async fn send(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: SendRequest, r: Responder) {
+    if let Err(e) = validate_body(&req.body) {
+        return r.err(ErrorBody::from(&e));
+    }
+    if !conn.has_joined(&req.space) {
+        return r.err(invalid(format!("join the space {} first", req.space)));
+    }
+    let _order = ctx.order.lock().await;
+    match ctx.store.append(&req, conn.user()) {
+        Append::Duplicate(receipt) => {
+            tracing::debug!(region = %ctx.id, space = %req.space, key = %req.key, "duplicate send");
+            r.ok(receipt);
+        }
+        Append::Stored(message, receipt) => {
+            tracing::debug!(
+                region = %ctx.id, space = %req.space, seq = message.seq,
+                trace = req.trace.as_deref().unwrap_or(""), "message stored"
+            );
+            r.ok(receipt);
+            // The whole room, sender included: every member's stream sees every message.
+            let _ = socket
+                .within(room(&req.space))
+                .emit(event::MESSAGE, &message)
+                .await;
+        }
+    }
+}
+
+fn history(ctx: &RegionCtx, conn: &Conn, req: HistoryRequest) -> Result<HistoryReply, ErrorBody> {
+    access(ctx, conn, &req.space)?;
+    let limit = usize::try_from(req.limit).unwrap_or(MAX_PAGE).min(MAX_PAGE);
+    Ok(HistoryReply {
+        messages: ctx.store.before(&req.space, req.before, limit),
+    })
+}
+
+fn dm_create(
+    ctx: &RegionCtx,
+    conn: &Conn,
+    req: DmCreateRequest,
+) -> Result<meridian::model::SpaceLocation, ErrorBody> {
+    let peer = ctx
+        .shared
+        .member(&req.peer)
+        .ok_or_else(|| error(ErrorCode::NotFound, format!("user {}", req.peer)))?;
+    if peer.id() == conn.user() {
+        return Err(invalid("a DM needs two different users"));
+    }
+    let (record, created) = ctx.shared.find_or_create_dm(&conn.member, &peer, || {
+        let region =
+            policy::dm_region(&conn.member.ctx, &peer.ctx).map_err(|e| ErrorBody::from(&e))?;
+        if region != ctx.id {
+            let space = crate::state::dm_space_id(conn.user(), peer.id());
+            return Err(moved(&space, &region, &ctx.id));
+        }
+        Ok(region)
+    })?;
+    if created {
+        tracing::info!(region = %ctx.id, space = %record.location.space, "DM created");
+    }
+    Ok(record.location)
+}
+
+async fn on_disconnect(ctx: &RegionCtx, conn: &Conn, s: &SocketRef, reason: DisconnectReason) {
+    let user = conn.user();
+    ctx.tap.record(Some(user.clone()), TapKind::Disconnect);
+    tracing::info!(region = %ctx.id, user = %user, sid = %s.id, %reason, "socket disconnected");
+    // Offline only when this was the user's last socket in the region.
+    let still_here =
+        s.broadcast().sockets().iter().any(|other| {
+            other.id != s.id && other.extensions.get::<UserId>().as_ref() == Some(user)
+        });
+    if still_here {
+        return;
+    }
+    for space in conn.joined() {
+        let ev = PresenceEvent {
+            user: user.clone(),
+            status: meridian::model::PresenceStatus::Offline,
+            space: space.clone(),
+        };
+        let _ = s.to(room(&space)).emit(event::PRESENCE, &ev).await;
+    }
+}

@@ -28,6 +28,7 @@ pub mod policy;
 pub mod protocol;
 pub mod secret;
 pub mod session;
+pub mod store;
 pub mod time;
 
 pub use client::{Client, ClientConfig, Event, JoinedSpace};

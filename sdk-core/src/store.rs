@@ -12,6 +12,9 @@ use std::sync::{Mutex, PoisonError};
 use crate::driver::{BoxFuture, MaybeSend};
 use crate::error::{Error, Result};
 
+/// The records of one namespace: `(key, value)` in key order.
+pub type Records = Vec<(String, Vec<u8>)>;
+
 /// A small key-value store of records grouped in namespaces. Keys and namespaces are
 /// identifiers (ASCII letters, digits, `-`, `_`, `.`, `:`). `put` must be durable when it
 /// returns: the outbox relies on it to promise that a send survives a restart.
@@ -21,7 +24,7 @@ pub trait Store: MaybeSend + 'static {
     /// Removes a record; removing a missing record is not an error.
     fn delete(&self, namespace: &str, key: &str) -> BoxFuture<'_, Result<()>>;
     /// Every record of a namespace, in key order.
-    fn list(&self, namespace: &str) -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>>>;
+    fn list(&self, namespace: &str) -> BoxFuture<'_, Result<Records>>;
 }
 
 fn check_name(what: &str, name: &str) -> Result<()> {
@@ -75,7 +78,7 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn list(&self, namespace: &str) -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>>> {
+    fn list(&self, namespace: &str) -> BoxFuture<'_, Result<Records>> {
         let out = self
             .records()
             .iter()
@@ -93,7 +96,7 @@ pub use file::FileStore;
 mod file {
     use std::path::{Path, PathBuf};
 
-    use super::{Store, check_name};
+    use super::{Records, Store, check_name};
     use crate::driver::BoxFuture;
     use crate::error::{Error, Result};
 
@@ -164,7 +167,7 @@ mod file {
             })
         }
 
-        fn list(&self, namespace: &str) -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>>> {
+        fn list(&self, namespace: &str) -> BoxFuture<'_, Result<Records>> {
             let dir = check_name("namespace", namespace).map(|()| self.root.join(namespace));
             Box::pin(async move {
                 let dir = dir?;

@@ -147,7 +147,12 @@ impl RegionServer {
         let Some(Running { io, server }) = self.running.lock().await.take() else {
             return;
         };
-        // Gracefully first (clients get a close, disconnect handlers run), then for real.
+        // Gracefully first: every socket leaves the namespace (clients get a DISCONNECT,
+        // disconnect handlers run, per-socket workers end), then the transports close.
+        // (`io.close()` alone leaves the sockets referenced by their namespace.)
+        if let Some(ns) = io.of("/") {
+            let _ = tokio::time::timeout(CLOSE_GRACE, ns.disconnect()).await;
+        }
         if tokio::time::timeout(CLOSE_GRACE, io.close()).await.is_err() {
             tracing::debug!(region = %self.ctx.id, "graceful close timed out");
         }
@@ -543,7 +548,12 @@ async fn send(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: SendRequest
         return r.err(ErrorBody::from(&e));
     }
     if !conn.has_joined(&req.space) {
-        return r.err(invalid(format!("join the space {} first", req.space)));
+        // Say why as precisely as a join would (not_found, policy_violation, moved, ...).
+        return r.err(
+            access(ctx, conn, &req.space)
+                .err()
+                .unwrap_or_else(|| invalid(format!("join the space {} first", req.space))),
+        );
     }
     let _order = ctx.order.lock().await;
     match ctx.store.append(&req, conn.user()) {
@@ -567,6 +577,9 @@ async fn send(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: SendRequest
 }
 
 fn history(ctx: &RegionCtx, conn: &Conn, req: HistoryRequest) -> Result<HistoryReply, ErrorBody> {
+    if req.limit == 0 {
+        return Err(invalid("history limit must be 1 or more"));
+    }
     access(ctx, conn, &req.space)?;
     let limit = usize::try_from(req.limit).unwrap_or(MAX_PAGE).min(MAX_PAGE);
     Ok(HistoryReply {

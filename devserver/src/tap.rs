@@ -5,6 +5,7 @@
 //! that nothing reached a region a policy forbids. Must never log what it records (it holds
 //! message bodies) and must never influence how a region answers.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use meridian::ErrorCode;
@@ -115,11 +116,32 @@ impl std::fmt::Debug for TapRecord {
     }
 }
 
+/// How many records a tap keeps; older ones are dropped (and counted) so that a
+/// long-running devserver does not grow without bound.
+pub const TAP_CAPACITY: usize = 100_000;
+
+#[derive(Default)]
+struct Log {
+    records: VecDeque<TapRecord>,
+    dropped: u64,
+}
+
 /// A region's tap. Cheap to clone: every clone shares the same log.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RegionTap {
     region: RegionId,
-    records: Arc<Mutex<Vec<TapRecord>>>,
+    log: Arc<Mutex<Log>>,
+}
+
+impl std::fmt::Debug for RegionTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let log = self.lock();
+        f.debug_struct("RegionTap")
+            .field("region", &self.region)
+            .field("records", &log.records.len())
+            .field("dropped", &log.dropped)
+            .finish()
+    }
 }
 
 impl RegionTap {
@@ -127,7 +149,7 @@ impl RegionTap {
     pub fn new(region: RegionId) -> Self {
         Self {
             region,
-            records: Arc::default(),
+            log: Arc::default(),
         }
     }
 
@@ -138,17 +160,26 @@ impl RegionTap {
 
     /// Everything recorded so far, oldest first.
     pub fn records(&self) -> Vec<TapRecord> {
-        self.lock().clone()
+        self.lock().records.iter().cloned().collect()
+    }
+
+    /// How many old records were dropped to stay within [`TAP_CAPACITY`]. A test that
+    /// proves an absence must check that this is 0.
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
     }
 
     /// Forgets everything recorded so far.
     pub fn clear(&self) {
-        self.lock().clear();
+        let mut log = self.lock();
+        log.records.clear();
+        log.dropped = 0;
     }
 
     /// The event records sent by `user`, oldest first.
     pub fn events_from(&self, user: &UserId) -> Vec<TapRecord> {
         self.lock()
+            .records
             .iter()
             .filter(|r| r.user.as_ref() == Some(user) && matches!(r.kind, TapKind::Event { .. }))
             .cloned()
@@ -158,6 +189,7 @@ impl RegionTap {
     /// The connect attempts recorded so far, oldest first.
     pub fn connects(&self) -> Vec<TapRecord> {
         self.lock()
+            .records
             .iter()
             .filter(|r| matches!(r.kind, TapKind::Connect { .. }))
             .cloned()
@@ -166,7 +198,7 @@ impl RegionTap {
 
     /// Whether any record mentions `text` (see [`TapRecord::mentions`]).
     pub fn saw_text(&self, text: &str) -> bool {
-        self.lock().iter().any(|r| r.mentions(text))
+        self.lock().records.iter().any(|r| r.mentions(text))
     }
 
     pub(crate) fn record(&self, user: Option<UserId>, kind: TapKind) {
@@ -176,11 +208,16 @@ impl RegionTap {
             at_ms: crate::state::now_ms(),
             kind,
         };
-        self.lock().push(record);
+        let mut log = self.lock();
+        if log.records.len() >= TAP_CAPACITY {
+            log.records.pop_front();
+            log.dropped += 1;
+        }
+        log.records.push_back(record);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TapRecord>> {
-        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -214,5 +251,17 @@ mod tests {
         assert!(!format!("{:?}", tap.records()).contains("secret words"));
         tap.clone().clear();
         assert!(tap.records().is_empty());
+    }
+
+    #[test]
+    fn a_full_tap_drops_its_oldest_records_and_says_so() {
+        let tap = RegionTap::new(RegionId::new_unchecked("eu-west"));
+        for _ in 0..TAP_CAPACITY + 5 {
+            tap.record(None, TapKind::Disconnect);
+        }
+        assert_eq!(tap.records().len(), TAP_CAPACITY);
+        assert_eq!(tap.dropped(), 5);
+        tap.clear();
+        assert_eq!(tap.dropped(), 0);
     }
 }

@@ -230,7 +230,7 @@ async fn entering_a_space_the_policy_forbids_is_refused_and_recorded_in_the_tap(
             json!({"space": "globex:launch", "key": "k", "body": "leak"}),
         )
         .await;
-    assert_eq!(code(&err), ErrorCode::InvalidInput);
+    assert_eq!(code(&err), ErrorCode::PolicyViolation);
 
     let ana_id = UserId::new("ana").unwrap();
     let events = fed.tap(&region("eu-west")).unwrap().events_from(&ana_id);
@@ -259,7 +259,21 @@ async fn a_space_housed_in_another_region_answers_moved() {
         .await;
     assert_eq!(code(&err), ErrorCode::Moved);
     assert_eq!(err["region"], "us-east");
+    let err = sam
+        .err(
+            "message:send",
+            json!({"space": "globex:launch", "key": "k", "body": "hi"}),
+        )
+        .await;
+    assert_eq!(code(&err), ErrorCode::Moved);
     let err = sam.err("space:join", json!({"space": "nowhere"})).await;
+    assert_eq!(code(&err), ErrorCode::NotFound);
+    let err = sam
+        .err(
+            "message:send",
+            json!({"space": "nowhere", "key": "k", "body": "hi"}),
+        )
+        .await;
     assert_eq!(code(&err), ErrorCode::NotFound);
     fed.shutdown().await;
 }
@@ -275,6 +289,7 @@ async fn malformed_payloads_and_unknown_events_get_invalid_input() {
         ("space:join", json!("acme:general")),
         ("message:send", json!({"space": "acme:general"})),
         ("history", json!({"space": "acme:general", "limit": -1})),
+        ("history", json!({"space": "acme:general", "limit": 0})),
         ("presence:set", json!({"status": "dancing"})),
         ("dm:create", json!(null)),
         ("no:such:event", json!({})),

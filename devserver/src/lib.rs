@@ -197,3 +197,23 @@ impl Federation {
             .ok_or_else(|| DevserverError::UnknownRegion(id.clone()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: &T) {}
+    fn is_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn a_federation_can_be_shared_and_driven_from_any_task() {
+        is_send_sync::<Federation>();
+        is_send_sync::<RegionTap>();
+        let start = Federation::start(FederationConfig::default_three_regions());
+        is_send(&start);
+        drop(start);
+        let _compile_time_only = |fed: &Federation, r: &RegionId| {
+            is_send(&fed.restart_region(r));
+        };
+    }
+}

@@ -150,13 +150,18 @@ impl RegionServer {
         // Gracefully first: every socket leaves the namespace (clients get a DISCONNECT,
         // disconnect handlers run, per-socket workers end), then the transports close.
         // (`io.close()` alone leaves the sockets referenced by their namespace.)
-        if let Some(ns) = io.of("/") {
+        let ns = io.of("/");
+        if let Some(ns) = ns.clone() {
             let _ = tokio::time::timeout(CLOSE_GRACE, ns.disconnect()).await;
         }
         if tokio::time::timeout(CLOSE_GRACE, io.close()).await.is_err() {
             tracing::debug!(region = %self.ctx.id, "graceful close timed out");
         }
         server.stop().await;
+        // A socket whose CONNECT was being authorized meanwhile: no transport is left.
+        if let Some(ns) = ns {
+            let _ = tokio::time::timeout(CLOSE_GRACE, ns.disconnect()).await;
+        }
         tracing::info!(region = %self.ctx.id, "region down");
     }
 }

@@ -545,6 +545,9 @@ async fn join(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: JoinRequest
         head_seq,
         missed,
         complete,
+        // Everything is retained, and a region's history lives as long as the process.
+        oldest_seq: 1,
+        epoch: String::from("1"),
     });
 }
 

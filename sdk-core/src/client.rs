@@ -226,6 +226,13 @@ impl Client {
         }
     }
 
+    /// The newest page of a space (up to `limit` messages, oldest first): what an app
+    /// rebuilds its view from after [`Event::ContinuityLost`]. Live delivery carries on
+    /// after the newest of them.
+    pub async fn resync(&self, space: &SpaceId, limit: u32) -> Result<Vec<Message>> {
+        self.history(space, None, limit).await
+    }
+
     /// Sets the user's presence in every region the client is connected to.
     pub async fn set_presence(&self, status: PresenceStatus) -> Result<()> {
         let (tx, rx) = oneshot::channel();

@@ -53,6 +53,16 @@ pub enum Event {
         /// Why.
         error: Error,
     },
+    /// Messages of a space can't be delivered (see [`SessionEvent::ContinuityLost`]):
+    /// the app should call [`crate::Client::resync`] and rebuild its view of the space.
+    ContinuityLost {
+        /// The space.
+        space: SpaceId,
+        /// The first seq not delivered.
+        from: u64,
+        /// The last seq not delivered; `None` when the region's history was reset.
+        to: Option<u64>,
+    },
     /// A region broke the protocol or reported an error outside any request.
     RegionProblem {
         /// The region.
@@ -352,6 +362,9 @@ impl Engine {
             }),
             SessionEvent::SubscriptionLost { space, error } => {
                 self.publish(Event::SubscriptionLost { space, error });
+            }
+            SessionEvent::ContinuityLost { space, from, to } => {
+                self.publish(Event::ContinuityLost { space, from, to });
             }
             SessionEvent::Problem(error) => self.publish(Event::RegionProblem {
                 region: region.clone(),

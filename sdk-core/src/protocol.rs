@@ -105,6 +105,10 @@ pub struct JoinRequest {
     /// The last seq the client has seen; the region returns what came after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
+    /// The history epoch `since` belongs to. A region whose epoch differs ignores `since`
+    /// and answers from the start of its own history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// The answer to `space:join`.
@@ -117,8 +121,20 @@ pub struct JoinReply {
     /// Messages after `since`, oldest first, at most [`MAX_PAGE`].
     #[serde(default)]
     pub missed: Vec<Message>,
-    /// Whether `missed` reaches `head_seq` (false: page on with `history`).
+    /// Whether `missed` reaches `head_seq` (false: join again with the new `since`).
     pub complete: bool,
+    /// The oldest seq the region still holds (`head_seq + 1` when it holds none). Messages
+    /// below it have passed the retention window and can't be delivered any more.
+    #[serde(default = "one")]
+    pub oldest_seq: u64,
+    /// Identifies the space's history in this region. It changes only when the region lost
+    /// its history (seq numbering starts over).
+    #[serde(default)]
+    pub epoch: String,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// `space:leave`

@@ -168,6 +168,17 @@ pub enum SessionEvent {
         /// Why.
         error: Error,
     },
+    /// Messages of a space can't be delivered: seqs `from..=to` passed the region's
+    /// retention window, or (`to == None`) the region lost the space's history from `from`
+    /// on and its seq numbering started over. The app should resync the space.
+    ContinuityLost {
+        /// The space.
+        space: SpaceId,
+        /// The first seq not delivered.
+        from: u64,
+        /// The last seq not delivered; `None` when the region's history was reset.
+        to: Option<u64>,
+    },
     /// The region broke the protocol or reported an error outside any request.
     Problem(Error),
 }
@@ -242,6 +253,8 @@ struct Subscription {
     early: BTreeMap<u64, Message>,
     /// When the oldest unfilled hole was noticed.
     gap_since: Option<Instant>,
+    /// The region's history epoch `last_seq` belongs to.
+    epoch: Option<String>,
 }
 
 #[derive(Debug)]
@@ -594,6 +607,9 @@ impl RegionSession {
         for s in self.subscriptions.values_mut() {
             s.active = false;
             s.join_ack = None;
+            // Whatever came early is after `last_seq`: the rejoin's `since` fetches it again.
+            s.early.clear();
+            s.gap_since = None;
         }
     }
 
@@ -735,6 +751,10 @@ impl RegionSession {
         let payload = to_value(&JoinRequest {
             space: space.clone(),
             since: sub.last_seq,
+            epoch: sub
+                .last_seq
+                .and(sub.epoch.clone())
+                .filter(|e| !e.is_empty()),
         });
         let ack = self.next_ack_id();
         self.acks.insert(ack, AckFor::Join(space.clone()));
@@ -1028,10 +1048,26 @@ impl RegionSession {
         match reply {
             Ok(r) => {
                 sub.active = true;
-                if sub.last_seq.is_none() {
+                let mut lost = None;
+                match (sub.last_seq, &sub.epoch) {
                     // First join: the app starts at the head; history is one call away.
-                    sub.last_seq = Some(r.head_seq);
+                    (None, _) => sub.last_seq = Some(r.head_seq),
+                    // The region lost the history we were following: numbering restarts.
+                    // (An empty epoch is a region that doesn't say: nothing to compare.)
+                    (Some(last), Some(epoch))
+                        if !epoch.is_empty() && !r.epoch.is_empty() && *epoch != r.epoch =>
+                    {
+                        lost = Some((last + 1, None));
+                        sub.last_seq = Some(0);
+                    }
+                    // What we lack passed the retention window.
+                    (Some(last), _) if last + 1 < r.oldest_seq => {
+                        lost = Some((last + 1, Some(r.oldest_seq - 1)));
+                        sub.last_seq = Some(r.oldest_seq - 1);
+                    }
+                    _ => {}
                 }
+                sub.epoch = Some(r.epoch.clone());
                 for m in r.missed {
                     if m.space == *space {
                         sub.early.insert(m.seq, m);
@@ -1040,6 +1076,14 @@ impl RegionSession {
                 let waiters = std::mem::take(&mut sub.waiters);
                 let head = r.head_seq;
                 let complete = r.complete;
+                if let Some((from, to)) = lost {
+                    tracing::info!(region = %self.region, %space, from, ?to, "continuity lost");
+                    self.push_event(SessionEvent::ContinuityLost {
+                        space: space.clone(),
+                        from,
+                        to,
+                    });
+                }
                 self.drain(space, now);
                 if !complete {
                     self.send_join(space);

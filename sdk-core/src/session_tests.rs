@@ -468,3 +468,67 @@ fn backoff_grows_while_the_region_stays_down_and_a_network_change_retries_at_onc
         "online again: connect now, not after the backoff"
     );
 }
+
+#[test]
+fn a_catch_up_that_passed_the_retention_window_reports_continuity_lost_and_carries_on() {
+    let mut r = Region::new();
+    r.joined("s", 3);
+    r.drop_link();
+    r.advance_to_next_timeout();
+    r.accept();
+    let (_, ack, arg) = r.take_emit();
+    assert_eq!(arg["since"], 3);
+    // The region kept only 10..=12.
+    r.ack(
+        ack.unwrap(),
+        json!({"ok": {"space": "s", "head_seq": 12, "oldest_seq": 10, "epoch": "e1",
+            "missed": [message("s", 10), message("s", 11), message("s", 12)], "complete": true}}),
+    );
+    let lost: Vec<_> = r
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::ContinuityLost { space, from, to } => Some((space.as_str(), *from, *to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lost, vec![("s", 4, Some(9))]);
+    assert_eq!(r.messages(), vec![10, 11, 12]);
+}
+
+#[test]
+fn a_region_that_lost_its_history_is_reported_and_followed_from_its_new_start() {
+    let mut r = Region::new();
+    r.request(1, Request::Join(SpaceId::new_unchecked("s")));
+    r.accept();
+    let (_, ack, _) = r.take_emit();
+    r.ack(
+        ack.unwrap(),
+        json!({"ok": {"space": "s", "head_seq": 7, "epoch": "old", "missed": [], "complete": true}}),
+    );
+    r.drop_link();
+    r.advance_to_next_timeout();
+    r.accept();
+    let (_, ack, arg) = r.take_emit();
+    assert_eq!(arg, json!({"space": "s", "since": 7, "epoch": "old"}));
+    r.ack(
+        ack.unwrap(),
+        json!({"ok": {"space": "s", "head_seq": 2, "epoch": "new",
+            "missed": [message("s", 1), message("s", 2)], "complete": true}}),
+    );
+    assert!(r.events.iter().any(|e| matches!(
+        e,
+        SessionEvent::ContinuityLost {
+            from: 8,
+            to: None,
+            ..
+        }
+    )));
+    assert_eq!(
+        r.messages(),
+        vec![1, 2],
+        "the new history is delivered, not dropped as old"
+    );
+    r.push("message", message("s", 3));
+    assert_eq!(r.messages(), vec![1, 2, 3]);
+}

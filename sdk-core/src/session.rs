@@ -132,6 +132,8 @@ pub enum ConnectionState {
     Connecting,
     /// Connected and authenticated.
     Connected,
+    /// The platform reported no network; reconnects as soon as it is back.
+    Offline,
     /// Lost; retrying after a backoff.
     Reconnecting {
         /// Consecutive failed attempts.
@@ -236,6 +238,8 @@ enum State {
         until: Instant,
         retry_in: Duration,
     },
+    /// The platform says there is no network: wait for it rather than burn retries.
+    Offline,
     Closed,
 }
 
@@ -260,7 +264,8 @@ struct Subscription {
 #[derive(Debug)]
 struct PendingRequest {
     request: Request,
-    deadline: Instant,
+    /// `None` for sends: the outbox retries them until the region answers.
+    deadline: Option<Instant>,
     ack: Option<u64>,
 }
 
@@ -268,6 +273,15 @@ struct PendingRequest {
 enum AckFor {
     Request(RequestId),
     Join(SpaceId),
+}
+
+/// Where the app is in a space's history: what a client persists to resume after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cursor {
+    /// The last seq delivered to the app.
+    pub last_seq: u64,
+    /// The history epoch it belongs to (empty when the region doesn't say).
+    pub epoch: String,
 }
 
 /// The state machine of one region's connection. See the module docs.
@@ -285,6 +299,8 @@ pub struct RegionSession {
     subscriptions: BTreeMap<SpaceId, Subscription>,
     requests: BTreeMap<RequestId, PendingRequest>,
     acks: HashMap<u64, AckFor>,
+    /// Cursors of spaces not joined yet in this run, from an earlier run.
+    restored: HashMap<SpaceId, Cursor>,
     idle_since: Option<Instant>,
     online: bool,
     outputs: VecDeque<Output>,
@@ -317,6 +333,7 @@ impl RegionSession {
             subscriptions: BTreeMap::new(),
             requests: BTreeMap::new(),
             acks: HashMap::new(),
+            restored: HashMap::new(),
             idle_since: None,
             online: true,
             outputs: VecDeque::new(),
@@ -340,6 +357,7 @@ impl RegionSession {
                 attempt: self.attempt,
                 retry_in,
             },
+            State::Offline => ConnectionState::Offline,
             State::Closed => ConnectionState::Closed,
         }
     }
@@ -352,6 +370,30 @@ impl RegionSession {
     /// The last seq delivered for `space`.
     pub fn last_seq(&self, space: &SpaceId) -> Option<u64> {
         self.subscriptions.get(space).and_then(|s| s.last_seq)
+    }
+
+    /// The cursor of every subscribed space that has one.
+    pub fn cursors(&self) -> impl Iterator<Item = (&SpaceId, Cursor)> {
+        self.subscriptions.iter().filter_map(|(space, sub)| {
+            sub.last_seq.map(|last_seq| {
+                (
+                    space,
+                    Cursor {
+                        last_seq,
+                        epoch: sub.epoch.clone().unwrap_or_default(),
+                    },
+                )
+            })
+        })
+    }
+
+    /// Remembers where an earlier run left `space`: its next join resumes from there,
+    /// delivering what was missed (or reporting continuity lost) instead of starting at
+    /// the head. Ignored for a space already joined in this run.
+    pub fn restore_cursor(&mut self, space: SpaceId, cursor: Cursor) {
+        if !self.subscriptions.contains_key(&space) {
+            self.restored.insert(space, cursor);
+        }
     }
 
     /// Whether the session has nothing to do (no subscription, no request).
@@ -379,9 +421,9 @@ impl RegionSession {
                 heartbeat_deadline, ..
             } => Some(heartbeat_deadline),
             State::BackingOff { until, .. } => Some(until),
-            State::Idle | State::Closed => None,
+            State::Idle | State::Offline | State::Closed => None,
         };
-        let request = self.requests.values().map(|r| r.deadline).min();
+        let request = self.requests.values().filter_map(|r| r.deadline).min();
         let idle = self.idle_since.map(|t| t + self.config.idle_timeout);
         let gap = self
             .subscriptions
@@ -418,8 +460,7 @@ impl RegionSession {
             Request::Send(send) => {
                 // Sending to a space means taking part in it: subscribe if not yet.
                 if !self.subscriptions.contains_key(&send.space) {
-                    self.subscriptions
-                        .insert(send.space.clone(), Subscription::default());
+                    self.subscription(&send.space);
                     self.send_join(&send.space);
                 }
                 self.enqueue(id, Request::Send(send), now);
@@ -454,12 +495,29 @@ impl RegionSession {
     }
 
     /// The platform's network reachability changed.
+    ///
+    /// Offline: the socket is assumed dead (it is, or is about to be, on every platform
+    /// that reports it), so it is closed and no retry runs until the network is back.
+    /// Online: a network switch makes the old backoff meaningless, so the session
+    /// connects at once if it has work.
     pub fn network_changed(&mut self, online: bool, now: Instant) {
+        // A repeated "online" still counts: it is how platforms report a network switch.
+        if (!online && !self.online) || self.state == State::Closed {
+            return;
+        }
         self.online = online;
-        if online && matches!(self.state, State::BackingOff { .. }) {
-            // A network switch makes the old backoff meaningless: try now.
+        if !online {
+            if self.state != State::Idle {
+                self.drop_transport();
+                self.set_state(State::Offline);
+            }
+        } else if matches!(self.state, State::Offline | State::BackingOff { .. }) {
             self.attempt = 0;
-            self.connect(now);
+            if self.is_unused() {
+                self.set_state(State::Idle);
+            } else {
+                self.connect(now);
+            }
         }
     }
 
@@ -517,7 +575,7 @@ impl RegionSession {
         let expired: Vec<RequestId> = self
             .requests
             .iter()
-            .filter(|(_, r)| now >= r.deadline)
+            .filter(|(_, r)| r.deadline.is_some_and(|d| now >= d))
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
@@ -582,7 +640,11 @@ impl RegionSession {
 
     fn ensure_connecting(&mut self, now: Instant) {
         if matches!(self.state, State::Idle) {
-            self.connect(now);
+            if self.online {
+                self.connect(now);
+            } else {
+                self.set_state(State::Offline);
+            }
         }
     }
 
@@ -619,6 +681,10 @@ impl RegionSession {
             self.set_state(State::Idle);
             return;
         }
+        if !self.online {
+            self.set_state(State::Offline);
+            return;
+        }
         self.attempt = self.attempt.saturating_add(1);
         let delay = self.config.backoff.delay(self.attempt, self.rng.f64());
         self.set_state(State::BackingOff {
@@ -647,8 +713,21 @@ impl RegionSession {
         self.acks.clear();
     }
 
+    /// The subscription to `space`, made (from a restored cursor, if any) when missing.
+    fn subscription(&mut self, space: &SpaceId) -> &mut Subscription {
+        let restored = self.restored.remove(space);
+        self.subscriptions.entry(space.clone()).or_insert_with(|| {
+            let mut sub = Subscription::default();
+            if let Some(cursor) = restored {
+                sub.last_seq = Some(cursor.last_seq);
+                sub.epoch = Some(cursor.epoch);
+            }
+            sub
+        })
+    }
+
     fn join(&mut self, id: RequestId, space: SpaceId, now: Instant) {
-        let sub = self.subscriptions.entry(space.clone()).or_default();
+        let sub = self.subscription(&space);
         if sub.active {
             // Already joined on this transport: answer at once.
             let head = sub.last_seq.unwrap_or(0);
@@ -668,7 +747,7 @@ impl RegionSession {
             id,
             PendingRequest {
                 request: Request::Join(space.clone()),
-                deadline: now + self.config.request_timeout,
+                deadline: Some(now + self.config.request_timeout),
                 ack: None,
             },
         );
@@ -678,11 +757,15 @@ impl RegionSession {
     }
 
     fn enqueue(&mut self, id: RequestId, request: Request, now: Instant) {
+        let deadline = match request {
+            Request::Send(_) => None,
+            _ => Some(now + self.config.request_timeout),
+        };
         self.requests.insert(
             id,
             PendingRequest {
                 request,
-                deadline: now + self.config.request_timeout,
+                deadline,
                 ack: None,
             },
         );

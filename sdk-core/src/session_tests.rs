@@ -532,3 +532,70 @@ fn a_region_that_lost_its_history_is_reported_and_followed_from_its_new_start() 
     r.push("message", message("s", 3));
     assert_eq!(r.messages(), vec![1, 2, 3]);
 }
+
+#[test]
+fn offline_closes_the_link_and_stops_retrying_until_the_network_is_back() {
+    let mut r = Region::new();
+    r.joined("s", 0);
+    r.session.network_changed(false, r.now);
+    r.drain();
+    assert_eq!(r.session.connection_state(), ConnectionState::Offline);
+    assert_eq!(r.conn, None, "the dead socket was closed");
+    assert_eq!(
+        r.session.poll_timeout(),
+        None,
+        "no retry timer while offline"
+    );
+    // Work made offline waits; nothing is attempted.
+    r.request(2, send("s", "k"));
+    r.advance(Duration::from_secs(60));
+    assert_eq!(r.connects, 1);
+    r.session.network_changed(true, r.now);
+    r.drain();
+    assert_eq!(r.connects, 2, "back online: connect at once");
+    r.accept();
+    let (name, ack, _) = r.take_emit();
+    assert_eq!(name, "space:join");
+    r.ack(
+        ack.unwrap(),
+        json!({"ok": {"space": "s", "head_seq": 0, "complete": true}}),
+    );
+    let (name, _, arg) = r.take_emit();
+    assert_eq!((name.as_str(), &arg["key"]), ("message:send", &json!("k")));
+    assert!(
+        r.reply(2).is_none(),
+        "a send never times out: it waits for its answer"
+    );
+}
+
+#[test]
+fn a_restored_cursor_makes_the_first_join_resume_instead_of_starting_at_the_head() {
+    let mut r = Region::new();
+    r.session.restore_cursor(
+        SpaceId::new_unchecked("s"),
+        Cursor {
+            last_seq: 4,
+            epoch: "e".into(),
+        },
+    );
+    r.request(1, Request::Join(SpaceId::new_unchecked("s")));
+    r.accept();
+    let (_, ack, arg) = r.take_emit();
+    assert_eq!(arg, json!({"space": "s", "since": 4, "epoch": "e"}));
+    r.ack(
+        ack.unwrap(),
+        json!({"ok": {"space": "s", "head_seq": 5, "epoch": "e", "missed": [message("s", 5)], "complete": true}}),
+    );
+    assert_eq!(r.messages(), vec![5]);
+    let cursors: Vec<_> = r.session.cursors().map(|(s, c)| (s.clone(), c)).collect();
+    assert_eq!(
+        cursors,
+        vec![(
+            SpaceId::new_unchecked("s"),
+            Cursor {
+                last_seq: 5,
+                epoch: "e".into()
+            }
+        )]
+    );
+}

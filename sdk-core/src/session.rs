@@ -45,6 +45,9 @@ pub struct SessionConfig {
     pub request_timeout: Duration,
     /// How long a connection with nothing to do stays open.
     pub idle_timeout: Duration,
+    /// How long a request on the wire may go unanswered before the link is deemed sick
+    /// (the region stalled, or a frame was lost): it is closed and everything re-sent.
+    pub ack_timeout: Duration,
     /// How long a hole in a space's seq may stay open before the session asks the region.
     pub gap_timeout: Duration,
     /// Reconnect backoff.
@@ -58,6 +61,7 @@ impl Default for SessionConfig {
             heartbeat_grace: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(30),
+            ack_timeout: Duration::from_secs(10),
             gap_timeout: Duration::from_millis(500),
             backoff: Backoff::default(),
         }
@@ -251,6 +255,8 @@ struct Subscription {
     active: bool,
     /// Ack id of the join in flight, if any.
     join_ack: Option<u64>,
+    /// When that join was written.
+    join_sent_at: Option<Instant>,
     /// App requests waiting for the join.
     waiters: Vec<RequestId>,
     /// Messages that arrived ahead of their turn.
@@ -267,6 +273,8 @@ struct PendingRequest {
     /// `None` for sends: the outbox retries them until the region answers.
     deadline: Option<Instant>,
     ack: Option<u64>,
+    /// When it was last written.
+    sent_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -303,6 +311,8 @@ pub struct RegionSession {
     restored: HashMap<SpaceId, Cursor>,
     idle_since: Option<Instant>,
     online: bool,
+    /// The time of the latest input: sans-IO code knows only the time it is given.
+    now: Instant,
     outputs: VecDeque<Output>,
 }
 
@@ -336,6 +346,7 @@ impl RegionSession {
             restored: HashMap::new(),
             idle_since: None,
             online: true,
+            now: Instant::default(),
             outputs: VecDeque::new(),
         }
     }
@@ -424,6 +435,9 @@ impl RegionSession {
             State::Idle | State::Offline | State::Closed => None,
         };
         let request = self.requests.values().filter_map(|r| r.deadline).min();
+        let unanswered = self
+            .oldest_unanswered()
+            .map(|t| t + self.config.ack_timeout);
         let idle = self.idle_since.map(|t| t + self.config.idle_timeout);
         let gap = self
             .subscriptions
@@ -431,13 +445,17 @@ impl RegionSession {
             .filter_map(|s| s.gap_since)
             .min()
             .map(|t| t + self.config.gap_timeout);
-        [state, request, idle, gap].into_iter().flatten().min()
+        [state, request, unanswered, idle, gap]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ----- inputs from the app (through the engine) -----
 
     /// Starts a request. Its answer comes as [`SessionEvent::Reply`].
     pub fn request(&mut self, id: RequestId, request: Request, now: Instant) {
+        self.now = self.now.max(now);
         if self.state == State::Closed {
             self.reply(id, Err(Error::Closed));
             return;
@@ -488,6 +506,7 @@ impl RegionSession {
     /// Drops the connection and fails all work with `error` (the engine calls this when
     /// its policy gate refuses a frame). The session stays usable.
     pub fn abort(&mut self, error: &Error, now: Instant) {
+        self.now = self.now.max(now);
         self.fail_everything(error);
         self.drop_transport();
         self.set_state(State::Idle);
@@ -501,6 +520,7 @@ impl RegionSession {
     /// Online: a network switch makes the old backoff meaningless, so the session
     /// connects at once if it has work.
     pub fn network_changed(&mut self, online: bool, now: Instant) {
+        self.now = self.now.max(now);
         // A repeated "online" still counts: it is how platforms report a network switch.
         if (!online && !self.online) || self.state == State::Closed {
             return;
@@ -525,6 +545,7 @@ impl RegionSession {
 
     /// The transport `conn` is open.
     pub fn handle_transport_open(&mut self, conn: ConnId, now: Instant) {
+        self.now = self.now.max(now);
         if let State::Connecting { conn: c, .. } = self.state
             && c == conn
         {
@@ -534,6 +555,7 @@ impl RegionSession {
 
     /// The transport `conn` closed or failed.
     pub fn handle_transport_closed(&mut self, conn: ConnId, reason: &str, now: Instant) {
+        self.now = self.now.max(now);
         if self.current_conn() == Some(conn) {
             tracing::debug!(region = %self.region, reason, "transport closed");
             self.connection_lost(now);
@@ -542,6 +564,7 @@ impl RegionSession {
 
     /// A text frame arrived on `conn`.
     pub fn handle_frame(&mut self, conn: ConnId, frame: &str, now: Instant) {
+        self.now = self.now.max(now);
         if self.current_conn() != Some(conn) {
             return;
         }
@@ -554,6 +577,7 @@ impl RegionSession {
 
     /// Time passed: checks every deadline.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
         match self.state {
             State::Connecting { since, .. }
             | State::Handshaking { since, .. }
@@ -570,6 +594,14 @@ impl RegionSession {
                 self.connection_lost(now);
             }
             State::BackingOff { until, .. } if now >= until => self.connect(now),
+            State::Open { .. }
+                if self
+                    .oldest_unanswered()
+                    .is_some_and(|t| now >= t + self.config.ack_timeout) =>
+            {
+                tracing::debug!(region = %self.region, "a request went unanswered; reconnecting");
+                self.connection_lost(now);
+            }
             _ => {}
         }
         let expired: Vec<RequestId> = self
@@ -618,6 +650,21 @@ impl RegionSession {
     }
 
     // ----- internals -----
+
+    /// When the oldest request or join still waiting for its ack was written.
+    fn oldest_unanswered(&self) -> Option<Instant> {
+        let requests = self
+            .requests
+            .values()
+            .filter(|r| r.ack.is_some())
+            .filter_map(|r| r.sent_at);
+        let joins = self
+            .subscriptions
+            .values()
+            .filter(|s| s.join_ack.is_some())
+            .filter_map(|s| s.join_sent_at);
+        requests.chain(joins).min()
+    }
 
     fn current_conn(&self) -> Option<ConnId> {
         match self.state {
@@ -749,6 +796,7 @@ impl RegionSession {
                 request: Request::Join(space.clone()),
                 deadline: Some(now + self.config.request_timeout),
                 ack: None,
+                sent_at: None,
             },
         );
         if !in_flight && matches!(self.state, State::Open { .. }) {
@@ -767,6 +815,7 @@ impl RegionSession {
                 request,
                 deadline,
                 ack: None,
+                sent_at: None,
             },
         );
         self.flush_requests();
@@ -843,6 +892,7 @@ impl RegionSession {
         self.acks.insert(ack, AckFor::Join(space.clone()));
         if let Some(sub) = self.subscriptions.get_mut(space) {
             sub.join_ack = Some(ack);
+            sub.join_sent_at = Some(self.now);
             sub.gap_since = None;
         }
         self.emit(
@@ -879,6 +929,7 @@ impl RegionSession {
         self.acks.insert(ack, AckFor::Request(id));
         if let Some(p) = self.requests.get_mut(&id) {
             p.ack = Some(ack);
+            p.sent_at = Some(self.now);
         }
         self.emit(conn, name, payload, Some(ack), space);
     }

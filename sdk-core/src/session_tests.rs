@@ -599,3 +599,35 @@ fn a_restored_cursor_makes_the_first_join_resume_instead_of_starting_at_the_head
         )]
     );
 }
+
+#[test]
+fn a_request_the_region_never_answers_makes_the_session_reconnect_and_send_it_again() {
+    let mut r = Region::new();
+    r.joined("s", 0);
+    r.request(2, send("s", "k"));
+    let (_, _, arg) = r.take_emit();
+    assert_eq!(arg["key"], "k");
+    // The region keeps pinging but never acks (a stalled handler, or a lost frame).
+    let mut waited = 0;
+    while r.session.connection_state() == ConnectionState::Connected {
+        assert!(waited < 11, "still connected after {waited} s without an ack");
+        r.frame("2");
+        r.advance(Duration::from_secs(1));
+        waited += 1;
+    }
+    assert_eq!(waited, 10, "the ack timeout is 10 s");
+    assert!(matches!(
+        r.session.connection_state(),
+        ConnectionState::Reconnecting { .. }
+    ));
+    r.advance_to_next_timeout();
+    r.accept();
+    let (name, ack, _) = r.take_emit();
+    assert_eq!(name, "space:join");
+    r.ack(
+        ack.unwrap(),
+        json!({"ok": {"space": "s", "head_seq": 0, "complete": true}}),
+    );
+    let (name, _, arg) = r.take_emit();
+    assert_eq!((name.as_str(), &arg["key"]), ("message:send", &json!("k")));
+}

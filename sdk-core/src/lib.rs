@@ -24,6 +24,7 @@ pub mod driver;
 mod engine;
 pub mod error;
 pub mod model;
+pub mod outbox;
 pub mod policy;
 pub mod protocol;
 pub mod secret;

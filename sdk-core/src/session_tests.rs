@@ -610,7 +610,10 @@ fn a_request_the_region_never_answers_makes_the_session_reconnect_and_send_it_ag
     // The region keeps pinging but never acks (a stalled handler, or a lost frame).
     let mut waited = 0;
     while r.session.connection_state() == ConnectionState::Connected {
-        assert!(waited < 11, "still connected after {waited} s without an ack");
+        assert!(
+            waited < 11,
+            "still connected after {waited} s without an ack"
+        );
         r.frame("2");
         r.advance(Duration::from_secs(1));
         waited += 1;

@@ -1,0 +1,403 @@
+//! The outbox: every send, from the moment the app makes it until the region stores it.
+//!
+//! Owns: the queue of sends in the order the app made them, one in flight per space, what
+//! is retried and what has failed for good. It is a sans-IO state machine: the client
+//! persists what it returns (each entry is written to the [`crate::store::Store`] before
+//! `send_message` returns) and submits what it hands out. Must never do IO or drop an entry
+//! that wasn't stored by the region, failed for good, or cancelled by the app.
+//!
+//! Ordering: sends to one space are submitted one at a time in the order made. A send that
+//! fails for good (policy, not found, invalid) is marked failed and steps out of line: the
+//! sends after it go on. The app sees the failure (event and handle), and can retry it,
+//! which puts it at the back of its space's line, or cancel it.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::model::{IdempotencyKey, SendReceipt, SpaceId};
+use crate::protocol::SendRequest;
+
+/// The store namespace of outbox entries.
+pub const NAMESPACE: &str = "outbox";
+
+/// Where a send stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SendStatus {
+    /// Waiting for its turn or for the region's answer.
+    Queued,
+    /// Refused for good; kept until the app retries or cancels it.
+    Failed {
+        /// The error's code.
+        code: ErrorCode,
+        /// The error's message.
+        message: String,
+    },
+}
+
+/// One send in the outbox.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Its idempotency key: the region stores it once, however often it is sent.
+    pub key: IdempotencyKey,
+    /// The space.
+    pub space: SpaceId,
+    /// The text.
+    pub body: String,
+    /// W3C traceparent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+    /// Position in the outbox: the order the app made its sends in (a retry moves it back).
+    pub order: u64,
+    /// Where it stands.
+    pub status: SendStatus,
+}
+
+impl std::fmt::Debug for OutboxEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxEntry")
+            .field("key", &self.key)
+            .field("space", &self.space)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .field("order", &self.order)
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+impl OutboxEntry {
+    /// Its key in the store: sorts in outbox order.
+    pub fn store_key(&self) -> String {
+        format!("{:020}.{}", self.order, self.key)
+    }
+
+    /// What goes on the wire.
+    pub fn request(&self) -> SendRequest {
+        SendRequest {
+            space: self.space.clone(),
+            key: self.key.clone(),
+            body: self.body.clone(),
+            trace: self.trace.clone(),
+        }
+    }
+
+    /// The bytes kept in the store.
+    pub fn encode(&self) -> Vec<u8> {
+        // Plain data with string keys: serializing cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads an entry back from the store; a corrupt record is an error, not a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::Internal(format!("corrupt outbox record: {e}")))
+    }
+
+    /// Whether it failed for good.
+    pub fn is_failed(&self) -> bool {
+        matches!(self.status, SendStatus::Failed { .. })
+    }
+}
+
+/// What became of a send the region answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// Stored by the region: remove the entry from the store.
+    Delivered(OutboxEntry, SendReceipt),
+    /// Refused for good: persist the entry (now failed).
+    Failed(OutboxEntry, Error),
+    /// Not settled (the client is closing, the space moved, ...): it stays queued and is
+    /// submitted again; nothing to persist.
+    Retry(OutboxEntry),
+}
+
+/// The outbox state machine.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    entries: BTreeMap<u64, OutboxEntry>,
+    in_flight: HashSet<u64>,
+    next_order: u64,
+}
+
+impl Outbox {
+    /// An empty outbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The outbox as an earlier run left it (entries read back from the store).
+    pub fn restore(entries: impl IntoIterator<Item = OutboxEntry>) -> Self {
+        let entries: BTreeMap<u64, OutboxEntry> =
+            entries.into_iter().map(|e| (e.order, e)).collect();
+        let next_order = entries.keys().next_back().map_or(0, |o| o + 1);
+        Self {
+            entries,
+            in_flight: HashSet::new(),
+            next_order,
+        }
+    }
+
+    /// Adds a send at the back of the line. The caller persists the entry before telling
+    /// the app it was accepted.
+    pub fn add(
+        &mut self,
+        key: IdempotencyKey,
+        space: SpaceId,
+        body: String,
+        trace: Option<String>,
+    ) -> Result<OutboxEntry> {
+        if self.entries.values().any(|e| e.key == key) {
+            return Err(Error::InvalidInput(format!(
+                "send {key} is already in the outbox"
+            )));
+        }
+        let entry = OutboxEntry {
+            key,
+            space,
+            body,
+            trace,
+            order: self.take_order(),
+            status: SendStatus::Queued,
+        };
+        self.entries.insert(entry.order, entry.clone());
+        Ok(entry)
+    }
+
+    /// Undoes an [`Self::add`] whose entry could not be persisted.
+    pub fn forget(&mut self, order: u64) {
+        self.entries.remove(&order);
+        self.in_flight.remove(&order);
+    }
+
+    /// The sends to submit now, in outbox order: for each space without a send in flight,
+    /// its oldest queued send. They are in flight until [`Self::settle`].
+    pub fn take_ready(&mut self) -> Vec<OutboxEntry> {
+        let mut busy: HashSet<SpaceId> = self
+            .in_flight
+            .iter()
+            .filter_map(|o| self.entries.get(o).map(|e| e.space.clone()))
+            .collect();
+        let mut ready = Vec::new();
+        for (order, entry) in &self.entries {
+            if entry.status == SendStatus::Queued && busy.insert(entry.space.clone()) {
+                ready.push(entry.clone());
+                self.in_flight.insert(*order);
+            }
+        }
+        ready
+    }
+
+    /// Records the region's answer to the send at `order` (or the reason it had none).
+    pub fn settle(&mut self, order: u64, result: Result<SendReceipt>) -> Option<Settled> {
+        self.in_flight.remove(&order);
+        let entry = self.entries.get_mut(&order)?;
+        Some(match result {
+            Ok(receipt) => {
+                let entry = self.entries.remove(&order)?;
+                Settled::Delivered(entry, receipt)
+            }
+            Err(error) if settles(&error) => {
+                entry.status = SendStatus::Failed {
+                    code: error.code(),
+                    message: error.to_string(),
+                };
+                Settled::Failed(entry.clone(), error)
+            }
+            Err(_) => Settled::Retry(entry.clone()),
+        })
+    }
+
+    /// Puts a failed send back in line (at the back of it). The caller persists it.
+    pub fn retry(&mut self, key: &IdempotencyKey) -> Result<OutboxEntry> {
+        let order = self.order_of(key)?;
+        let entry = self.entries.get(&order).cloned();
+        match entry {
+            Some(mut e) if e.is_failed() => {
+                self.entries.remove(&order);
+                e.order = self.take_order();
+                e.status = SendStatus::Queued;
+                self.entries.insert(e.order, e.clone());
+                Ok(e)
+            }
+            _ => Err(Error::InvalidInput(format!(
+                "send {key} has not failed; only failed sends can be retried"
+            ))),
+        }
+    }
+
+    /// Removes a send that is not on its way to the region. The caller deletes it from
+    /// the store.
+    pub fn cancel(&mut self, key: &IdempotencyKey) -> Result<OutboxEntry> {
+        let order = self.order_of(key)?;
+        if self.in_flight.contains(&order) {
+            return Err(Error::InvalidInput(format!(
+                "send {key} is already on its way to the region and can't be cancelled"
+            )));
+        }
+        self.entries
+            .remove(&order)
+            .ok_or_else(|| Error::NotFound(format!("send {key}")))
+    }
+
+    /// Every send not yet stored, in outbox order.
+    pub fn list(&self) -> Vec<OutboxEntry> {
+        self.entries.values().cloned().collect()
+    }
+
+    /// Whether any send waits.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn order_of(&self, key: &IdempotencyKey) -> Result<u64> {
+        self.entries
+            .values()
+            .find(|e| &e.key == key)
+            .map(|e| e.order)
+            .ok_or_else(|| Error::NotFound(format!("send {key} is not in the outbox")))
+    }
+
+    fn take_order(&mut self) -> u64 {
+        let order = self.next_order;
+        self.next_order += 1;
+        order
+    }
+}
+
+/// Whether an error settles a send for good. Everything else (the client closing, a moved
+/// space, an unreachable directory or region) leaves it queued: retried until answered.
+fn settles(error: &Error) -> bool {
+    !(error.is_transient() || error.code() == ErrorCode::Closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MessageId;
+
+    fn key(k: &str) -> IdempotencyKey {
+        IdempotencyKey::new_unchecked(k)
+    }
+
+    fn space(s: &str) -> SpaceId {
+        SpaceId::new_unchecked(s)
+    }
+
+    fn receipt(seq: u64) -> SendReceipt {
+        SendReceipt {
+            message_id: MessageId::new_unchecked(format!("m{seq}")),
+            seq,
+            sent_at_ms: 0,
+        }
+    }
+
+    fn keys(entries: &[OutboxEntry]) -> Vec<&str> {
+        entries.iter().map(|e| e.key.as_str()).collect()
+    }
+
+    #[test]
+    fn one_send_per_space_is_in_flight_in_the_order_made() {
+        let mut o = Outbox::new();
+        for (k, s) in [("a1", "a"), ("b1", "b"), ("a2", "a"), ("a3", "a")] {
+            o.add(key(k), space(s), "x".into(), None).unwrap();
+        }
+        assert_eq!(keys(&o.take_ready()), ["a1", "b1"]);
+        assert!(o.take_ready().is_empty(), "both spaces are busy");
+        let first = o.list()[0].order;
+        assert!(matches!(
+            o.settle(first, Ok(receipt(1))),
+            Some(Settled::Delivered(..))
+        ));
+        assert_eq!(keys(&o.take_ready()), ["a2"]);
+    }
+
+    #[test]
+    fn a_send_refused_for_good_steps_out_of_line_and_the_next_goes_on() {
+        let mut o = Outbox::new();
+        let a1 = o.add(key("a1"), space("a"), "x".into(), None).unwrap();
+        o.add(key("a2"), space("a"), "x".into(), None).unwrap();
+        o.take_ready();
+        let refused = Error::PolicyViolation {
+            region: crate::model::RegionId::new_unchecked("us-east"),
+            reason: "no".into(),
+        };
+        let Some(Settled::Failed(entry, _)) = o.settle(a1.order, Err(refused)) else {
+            panic!("expected a failure")
+        };
+        assert!(entry.is_failed());
+        assert_eq!(keys(&o.take_ready()), ["a2"]);
+        assert_eq!(o.list().len(), 2, "the failed send stays listed");
+    }
+
+    #[test]
+    fn transient_errors_leave_the_send_queued_for_another_try() {
+        let mut o = Outbox::new();
+        let a1 = o.add(key("a1"), space("a"), "x".into(), None).unwrap();
+        for error in [
+            Error::Closed,
+            Error::Moved("eu".into()),
+            Error::Transport("reset".into()),
+            Error::DirectoryUnavailable("down".into()),
+        ] {
+            o.take_ready();
+            assert!(matches!(
+                o.settle(a1.order, Err(error)),
+                Some(Settled::Retry(_))
+            ));
+        }
+        assert_eq!(keys(&o.take_ready()), ["a1"]);
+    }
+
+    #[test]
+    fn failed_sends_can_be_retried_at_the_back_of_the_line_or_cancelled() {
+        let mut o = Outbox::new();
+        let a1 = o.add(key("a1"), space("a"), "x".into(), None).unwrap();
+        o.add(key("a2"), space("a"), "x".into(), None).unwrap();
+        o.take_ready();
+        o.settle(a1.order, Err(Error::NotFound("s".into())));
+        assert!(o.retry(&key("a2")).is_err(), "a2 has not failed");
+        let again = o.retry(&key("a1")).unwrap();
+        assert!(again.order > a1.order, "a retry goes to the back");
+        assert_eq!(keys(&o.list()), ["a2", "a1"]);
+        assert_eq!(keys(&o.take_ready()), ["a2"]);
+        assert!(o.cancel(&key("a2")).is_err(), "a2 is in flight");
+        assert_eq!(o.cancel(&key("a1")).unwrap().key, key("a1"));
+        assert_eq!(
+            o.cancel(&key("zz")).unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+    }
+
+    #[test]
+    fn a_restored_outbox_keeps_its_order_and_numbers_new_sends_after_it() {
+        let mut o = Outbox::new();
+        o.add(key("a1"), space("a"), "x".into(), None).unwrap();
+        o.add(key("a2"), space("a"), "y".into(), None).unwrap();
+        let stored: Vec<Vec<u8>> = o.list().iter().map(OutboxEntry::encode).collect();
+        let mut restored = Outbox::restore(stored.iter().map(|b| OutboxEntry::decode(b).unwrap()));
+        let a3 = restored
+            .add(key("a3"), space("a"), "z".into(), None)
+            .unwrap();
+        assert_eq!(a3.order, 2);
+        assert_eq!(keys(&restored.take_ready()), ["a1"]);
+        assert!(OutboxEntry::decode(b"{broken").is_err());
+        assert!(o.add(key("a1"), space("a"), "dup".into(), None).is_err());
+    }
+
+    #[test]
+    fn store_keys_sort_in_outbox_order() {
+        let mut o = Outbox::new();
+        let entries: Vec<_> = (0..12)
+            .map(|i| {
+                o.add(key(&format!("k{i}")), space("a"), "x".into(), None)
+                    .unwrap()
+            })
+            .collect();
+        let mut store_keys: Vec<String> = entries.iter().map(OutboxEntry::store_key).collect();
+        let in_order = store_keys.clone();
+        store_keys.sort();
+        assert_eq!(store_keys, in_order);
+    }
+}

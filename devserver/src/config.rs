@@ -5,6 +5,7 @@
 //! IO, and must never re-implement a policy rule: the policies are `meridian` types.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 
 use meridian::model::{
     CompanyId, Flavor, FlavorId, GeoPolicy, PolicyId, PolicyMode, RegionId, Residency,
@@ -37,6 +38,12 @@ pub struct FederationConfig {
     /// The channels, housed in their owning company's home region.
     #[serde(default)]
     pub spaces: Vec<SpaceConfig>,
+    /// Where the regions persist their messages, idempotency keys, DMs and history epoch
+    /// (one append-only JSON-lines file per region); `None` keeps everything in memory.
+    /// A federation started again on the same directory, with the same config, resumes
+    /// where the previous one stopped (even if that process was killed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// One region.
@@ -49,6 +56,10 @@ pub struct RegionConfig {
     /// The port on 127.0.0.1; `None` picks a free one (kept across restarts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// The retention window: the region keeps at most this many newest messages per
+    /// space and drops older ones as new ones are stored. `None` keeps every message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<usize>,
 }
 
 /// One company (tenant).
@@ -119,6 +130,7 @@ impl FederationConfig {
             id: r(id),
             name: name.into(),
             port: None,
+            retention: None,
         };
         let policy = |id: &str, mode, residency| GeoPolicy {
             id: PolicyId::new_unchecked(id),
@@ -198,7 +210,24 @@ impl FederationConfig {
                 space("globex:random", "random", "globex"),
                 space("maple:lounge", "lounge", "maple"),
             ],
+            data_dir: None,
         }
+    }
+
+    /// The same federation persisting its regions' state under `dir` (see
+    /// [`FederationConfig::data_dir`]).
+    pub fn with_data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// The same federation with every region keeping at most `retention` messages per
+    /// space (see [`RegionConfig::retention`]).
+    pub fn with_retention(mut self, retention: Option<usize>) -> Self {
+        for region in &mut self.regions {
+            region.retention = retention;
+        }
+        self
     }
 
     /// The same federation with the directory on `base` and the regions on `base + 1`,

@@ -2,8 +2,10 @@
 //!
 //! Owns: `GET /v1/federation` (the federation document), `POST /v1/session` (who a bearer
 //! token belongs to), `GET /v1/spaces/{space}/location` and `GET /v1/users/{user}/location`,
-//! their JSON errors (`meridian::protocol::ErrorBody`), permissive CORS for the web demo,
-//! and the fault hook SDK tests use to prove their error handling.
+//! `POST /v1/dev/tokens` (mints a bearer token with an expiry; a dev-only control, not part
+//! of the protocol, open to any caller on loopback), their JSON errors
+//! (`meridian::protocol::ErrorBody`), permissive CORS for the web demo, and the fault hook
+//! SDK tests use to prove their error handling (it spares the `/v1/dev/` controls).
 //! Must never panic on any input, never log a token, and never answer from anything but
 //! the shared registry (the regions create DMs there; the directory only reads).
 
@@ -11,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -20,10 +22,13 @@ use axum::routing::{get, post};
 use meridian::ErrorCode;
 use meridian::model::{FederationDoc, SessionInfo, SpaceId, SpaceLocation, UserId, UserLocation};
 use meridian::protocol::ErrorBody;
+use serde::{Deserialize, Serialize};
 
+use crate::DevserverError;
 use crate::state::{Member, Shared, lock};
 
 /// A failure the directory can be told to simulate (see `Federation::set_directory_fault`).
+/// The dev controls under `/v1/dev/` are never affected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DirectoryFault {
     /// Every `/v1` request answers 500 with an `internal` error body.
@@ -96,6 +101,7 @@ pub(crate) fn router(state: DirectoryState) -> Router {
         .route("/v1/session", post(session))
         .route("/v1/spaces/{space}/location", get(space_location))
         .route("/v1/users/{user}/location", get(user_location))
+        .route("/v1/dev/tokens", post(mint_token))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), faults))
@@ -144,6 +150,40 @@ async fn user_location(
         .ok_or_else(|| ApiError::not_found(format!("user {id}")))
 }
 
+/// `POST /v1/dev/tokens`
+#[derive(Deserialize)]
+struct MintRequest {
+    user: UserId,
+    ttl_ms: u64,
+}
+
+/// The answer to `POST /v1/dev/tokens`.
+#[derive(Serialize)]
+struct MintReply {
+    token: String,
+    expires_at_ms: u64,
+}
+
+async fn mint_token(
+    State(st): State<DirectoryState>,
+    body: Result<Json<MintRequest>, JsonRejection>,
+) -> Result<Json<MintReply>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
+    match st.shared.mint_token(&req.user, req.ttl_ms) {
+        Ok((token, expires_at_ms)) => Ok(Json(MintReply {
+            token,
+            expires_at_ms,
+        })),
+        Err(DevserverError::UnknownUser(user)) => Err(ApiError::not_found(format!("user {user}"))),
+        Err(DevserverError::InvalidInput(why)) => Err(ApiError::invalid(why)),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            format!("internal error: {e}"),
+        )),
+    }
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("no such directory endpoint".into())
 }
@@ -172,11 +212,16 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Member, ApiError
         .ok_or_else(|| ApiError::unauthorized("expected `Authorization: Bearer <token>`"))?;
     shared
         .member_by_token(token)
-        .ok_or_else(|| ApiError::unauthorized("unknown token"))
+        .map_err(|refusal| ApiError::unauthorized(refusal.why()))
 }
 
 async fn faults(State(st): State<DirectoryState>, req: Request, next: Next) -> Response {
-    let fault = *lock(&st.fault);
+    // The dev controls are how tests drive the federation, not the directory under test.
+    let fault = if req.uri().path().starts_with("/v1/dev/") {
+        None
+    } else {
+        *lock(&st.fault)
+    };
     match fault {
         None => next.run(req).await,
         Some(DirectoryFault::Status500) => ApiError::new(

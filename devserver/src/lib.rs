@@ -2,8 +2,9 @@
 //! socketioxide), all on loopback, in-process or as the `devserver` binary.
 //!
 //! Owns: starting and stopping a whole federation from a [`FederationConfig`], and the
-//! hooks tests need (a tap per region, stopping and restarting a region on the same port,
-//! directory faults, the stored messages). It reuses `meridian`'s model, protocol and
+//! hooks tests need (a tap per region, stopping and restarting a region on the same port
+//! with or without its stored state, retention windows, minted tokens, advertised socket
+//! URLs, directory faults, the stored messages). It reuses `meridian`'s model, protocol and
 //! policy functions and must never re-implement a policy rule; it must never log a token
 //! or a message body, and must never bind anything but 127.0.0.1.
 //!
@@ -19,18 +20,23 @@
 pub mod config;
 pub mod directory;
 mod error;
+mod journal;
 mod net;
 mod region;
 mod state;
+mod store;
 pub mod tap;
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use meridian::model::{Message, RegionId, SpaceId, SpaceLocation};
+use meridian::model::{Message, RegionId, SpaceId, SpaceLocation, UserId};
 
 pub use config::{CompanyConfig, FederationConfig, RegionConfig, SpaceConfig, UserConfig};
 pub use directory::DirectoryFault;
 pub use error::DevserverError;
+pub use store::DROPPED_KEYS_REMEMBERED;
 pub use tap::{RegionTap, TapKind, TapRecord};
 
 use crate::region::RegionServer;
@@ -63,11 +69,12 @@ impl std::fmt::Debug for Federation {
 }
 
 impl Federation {
-    /// Validates `config`, then binds and serves every region and the directory on
-    /// 127.0.0.1 (the configured ports, or free ones).
+    /// Validates `config`, loads the regions' state from its data directory (if any),
+    /// then binds and serves every region and the directory on 127.0.0.1 (the configured
+    /// ports, or free ones).
     pub async fn start(config: FederationConfig) -> Result<Federation, DevserverError> {
         config.validate()?;
-        let shared = Arc::new(Shared::new(config.clone()));
+        let shared = Arc::new(Shared::new(config.clone())?);
         let mut regions = Vec::with_capacity(config.regions.len());
         for rc in &config.regions {
             let store = shared
@@ -113,11 +120,70 @@ impl Federation {
         format!("http://{}", self.directory.addr())
     }
 
-    /// A region's Socket.IO endpoint, `ws://127.0.0.1:PORT` (the SDK adds `/socket.io/`).
+    /// A region's Socket.IO endpoint, `ws://127.0.0.1:PORT` (the SDK adds `/socket.io/`),
+    /// where it really listens, whatever [`Federation::advertise_region`] publishes.
     /// Stays the same across stops and restarts.
     pub fn region_socket_url(&self, region: &RegionId) -> Option<String> {
         self.region(region).ok()?;
         self.shared.socket_url(region)
+    }
+
+    /// The address a region really listens on (kept across stops and restarts), e.g. to
+    /// put a proxy in front of it.
+    pub fn region_addr(&self, region: &RegionId) -> Option<SocketAddr> {
+        let port = self.region(region).ok()?.port();
+        (port != 0).then(|| SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// Makes the federation document publish `socket_url` (`ws://` or `wss://`) for the
+    /// region instead of its real URL, or the real one again with `None`. Clients that
+    /// read the document from then on connect there (a fault proxy, say). Every change
+    /// of what the document says bumps its `version`.
+    pub fn advertise_region(
+        &self,
+        region: &RegionId,
+        socket_url: Option<String>,
+    ) -> Result<(), DevserverError> {
+        self.region(region)?;
+        if let Some(url) = &socket_url {
+            let scheme_ok = ["ws://", "wss://"]
+                .iter()
+                .any(|s| url.len() > s.len() && url.starts_with(s));
+            if !scheme_ok {
+                return Err(DevserverError::InvalidInput(format!(
+                    "an advertised socket URL must be ws:// or wss://, not {url:?}"
+                )));
+            }
+        }
+        self.shared.advertise(region, socket_url);
+        Ok(())
+    }
+
+    /// Changes how many newest messages per space the region keeps (`None`: all). It
+    /// applies at each space's next store: older messages are dropped then.
+    pub fn set_retention(
+        &self,
+        region: &RegionId,
+        retention: Option<usize>,
+    ) -> Result<(), DevserverError> {
+        self.region(region)?.set_retention(retention);
+        Ok(())
+    }
+
+    /// The history epoch of a region (the same for all its spaces). It changes only with
+    /// [`Federation::restart_region_without_state`].
+    pub fn region_epoch(&self, region: &RegionId) -> Option<String> {
+        self.region(region).ok()?;
+        self.shared.store(region).map(|s| s.epoch())
+    }
+
+    /// Mints a bearer token for `user`, valid for `ttl` (whole milliseconds, at least 1)
+    /// wherever the user's static token is; after that the directory answers 401
+    /// (`unauthorized: token expired`) and the regions refuse to connect. Minted tokens
+    /// live in memory only.
+    pub fn mint_token(&self, user: &UserId, ttl: Duration) -> Result<String, DevserverError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.shared.mint_token(user, ttl_ms).map(|(token, _)| token)
     }
 
     /// The regions, in the order of the config.
@@ -156,13 +222,23 @@ impl Federation {
         r.start().await
     }
 
+    /// Simulates a region that lost its data: stops it, forgets its stored messages and
+    /// idempotency keys (in memory and in its data file), gives it a new history epoch,
+    /// and starts it again on the same port. DMs housed there stay known.
+    pub async fn restart_region_without_state(
+        &self,
+        region: &RegionId,
+    ) -> Result<(), DevserverError> {
+        self.region(region)?.restart_without_state().await
+    }
+
     /// Whether the region is currently serving.
     pub async fn is_region_running(&self, region: &RegionId) -> Result<bool, DevserverError> {
         Ok(self.region(region)?.is_running().await)
     }
 
-    /// Makes the directory answer every `/v1` request with `fault` (or normally again
-    /// with `None`).
+    /// Makes the directory answer every `/v1` request but the `/v1/dev/` controls with
+    /// `fault` (or normally again with `None`).
     pub fn set_directory_fault(&self, fault: Option<DirectoryFault>) {
         *lock(&self.fault) = fault;
     }
@@ -172,7 +248,8 @@ impl Federation {
         self.shared.space(space).map(|s| s.location)
     }
 
-    /// The messages of a space as stored by the region that houses it, oldest first.
+    /// The messages of a space still held by the region that houses it (within its
+    /// retention window), oldest first.
     pub fn messages(&self, space: &SpaceId) -> Vec<Message> {
         self.shared
             .space(space)

@@ -3,7 +3,9 @@
 //! Owns: authenticating connections (bearer token in the CONNECT auth payload), enforcing
 //! geographic policy on the server side (a user whose policy forbids this region is
 //! refused at connect; a space is entered only where policy permits), the application
-//! events of `meridian::protocol`, and stopping/starting the region on the same port.
+//! events of `meridian::protocol` (a join answers from the store's retention window and
+//! history epoch), and stopping/starting the region on the same port, with or without its
+//! stored state.
 //! Every event is recorded in the region's tap before anything else looks at it, and the
 //! events of one socket are handled one at a time, in the order they arrived.
 //! Must never panic on any input, never log a token or a message body, and never answer
@@ -17,7 +19,7 @@ use meridian::ErrorCode;
 use meridian::model::{RegionId, SpaceId, UserId, validate_body};
 use meridian::policy;
 use meridian::protocol::{
-    Auth, DmCreateRequest, Empty, ErrorBody, HistoryReply, HistoryRequest, JoinReply, JoinRequest,
+    Auth, DmCreateRequest, Empty, ErrorBody, HistoryReply, HistoryRequest, JoinRequest,
     LeaveRequest, MAX_PAGE, PROTOCOL_VERSION, PresenceEvent, PresenceRequest, Reply, SendRequest,
     TypingEvent, event,
 };
@@ -32,7 +34,8 @@ use tokio::sync::mpsc;
 
 use crate::DevserverError;
 use crate::net::{self, Server};
-use crate::state::{Append, Member, RegionStore, Shared, SpaceRecord, lock};
+use crate::state::{Member, Shared, SpaceRecord, lock};
+use crate::store::{Append, RegionStore};
 use crate::tap::{RegionTap, TapKind};
 
 /// How long a stop lets socketioxide close its sockets gracefully before cutting them.
@@ -141,6 +144,21 @@ impl RegionServer {
         Ok(())
     }
 
+    /// Stops the region, wipes its store (a new epoch, no messages, no keys: a region
+    /// that lost its data) and starts it again on the same port.
+    pub async fn restart_without_state(&self) -> Result<(), DevserverError> {
+        self.stop().await;
+        let wiped = self.ctx.shared.wipe_region(&self.ctx.id);
+        // Serving again either way: a failed wipe leaves the old history, not a dead region.
+        self.start().await?;
+        wiped
+    }
+
+    /// The store's retention window (applies at each space's next store).
+    pub fn set_retention(&self, retention: Option<usize>) {
+        self.ctx.store.set_retention(retention);
+    }
+
     /// Disconnects every socket, closes the listener and frees the port. The store, the
     /// tap and the DMs created here are kept. Stopping a stopped region does nothing.
     pub async fn stop(&self) {
@@ -195,8 +213,9 @@ fn authorize(
             "the auth payload must be {\"token\": string, \"protocol\": number}".into(),
         );
     };
-    let Some(member) = ctx.shared.member_by_token(&auth.token) else {
-        return refuse(None, ErrorCode::Unauthorized, "unknown token".into());
+    let member = match ctx.shared.member_by_token(&auth.token) {
+        Ok(member) => member,
+        Err(refusal) => return refuse(None, ErrorCode::Unauthorized, refusal.why().into()),
     };
     let user = member.id().clone();
     if auth.protocol != PROTOCOL_VERSION {
@@ -530,25 +549,10 @@ async fn join(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: JoinRequest
     let _order = ctx.order.lock().await;
     socket.join(room(&req.space));
     lock(&conn.joined).insert(req.space.clone());
-    let head_seq = ctx.store.head_seq(&req.space);
-    let missed = req
-        .since
-        .map(|since| ctx.store.after(&req.space, since, MAX_PAGE))
-        .unwrap_or_default();
-    let complete = match req.since {
-        None => true,
-        Some(since) => since >= head_seq || missed.last().is_some_and(|m| m.seq >= head_seq),
-    };
+    // The catch-up page, the head, the oldest seq held and the epoch, in one snapshot.
+    let reply = ctx.store.join(&req, MAX_PAGE);
     // Acked under the lock: any message stored after this catch-up is broadcast after it.
-    r.ok(JoinReply {
-        space: req.space,
-        head_seq,
-        missed,
-        complete,
-        // Everything is retained, and a region's history lives as long as the process.
-        oldest_seq: 1,
-        epoch: String::from("1"),
-    });
+    r.ok(reply);
 }
 
 async fn send(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: SendRequest, r: Responder) {
@@ -565,6 +569,7 @@ async fn send(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: SendRequest
     }
     let _order = ctx.order.lock().await;
     match ctx.store.append(&req, conn.user()) {
+        Append::Failed(why) => r.err(error(ErrorCode::Internal, why)),
         Append::Duplicate(receipt) => {
             tracing::debug!(region = %ctx.id, space = %req.space, key = %req.key, "duplicate send");
             r.ok(receipt);
@@ -607,15 +612,25 @@ fn dm_create(
     if peer.id() == conn.user() {
         return Err(invalid("a DM needs two different users"));
     }
-    let (record, created) = ctx.shared.find_or_create_dm(&conn.member, &peer, || {
-        let region =
-            policy::dm_region(&conn.member.ctx, &peer.ctx).map_err(|e| ErrorBody::from(&e))?;
-        if region != ctx.id {
-            let space = crate::state::dm_space_id(conn.user(), peer.id());
-            return Err(moved(&space, &region, &ctx.id));
-        }
-        Ok(region)
-    })?;
+    let (record, created) = ctx.shared.find_or_create_dm(
+        &conn.member,
+        &peer,
+        || {
+            let region =
+                policy::dm_region(&conn.member.ctx, &peer.ctx).map_err(|e| ErrorBody::from(&e))?;
+            if region != ctx.id {
+                let space = crate::state::dm_space_id(conn.user(), peer.id());
+                return Err(moved(&space, &region, &ctx.id));
+            }
+            Ok(region)
+        },
+        // Journaled before anyone learns of it.
+        |record| {
+            ctx.store
+                .record_dm(record)
+                .map_err(|why| error(ErrorCode::Internal, why))
+        },
+    )?;
     if created {
         tracing::info!(region = %ctx.id, space = %record.location.space, "DM created");
     }

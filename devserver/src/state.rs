@@ -1,9 +1,12 @@
-//! The federation's shared registry and each region's message store.
+//! The federation's shared registry.
 //!
-//! Owns: who the users are (by id and by token), which companies and policies govern them,
-//! where every space is housed (channels from the config, DMs created at runtime), and per
-//! region the stored messages with their seqs and idempotency receipts. The directory and
-//! every region read the same registry; a region only ever writes its own store.
+//! Owns: who the users are (by id and by token, static tokens from the config and minted
+//! ones with their expiry), which companies and policies govern them, where every space is
+//! housed (channels from the config, DMs created at runtime or reloaded from the data
+//! directory), each region's store, and what the federation document publishes (the
+//! regions' socket URLs, real or advertised, under a version that every change bumps).
+//! The directory and every region read the same registry; a region only ever writes its
+//! own store.
 //! Must never decide a policy question itself (that is `meridian::policy`), never hold a
 //! lock across an `.await`, and never log a token or a message body.
 
@@ -12,13 +15,19 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use meridian::model::{
-    CompanyId, FederationDoc, GeoPolicy, IdempotencyKey, Message, MessageId, PolicyId, Region,
-    RegionId, Residency, SendReceipt, SessionInfo, SpaceId, SpaceKind, SpaceLocation, UserContext,
-    UserId, UserLocation,
+    CompanyId, FederationDoc, GeoPolicy, PolicyId, Region, RegionId, Residency, SessionInfo,
+    SpaceId, SpaceKind, SpaceLocation, UserContext, UserId, UserLocation,
 };
-use meridian::protocol::SendRequest;
 
+use crate::DevserverError;
 use crate::config::{CompanyConfig, DM_PREFIX, FederationConfig, UserConfig};
+use crate::store::{RegionStore, random_hex};
+
+/// How long an expired minted token is still recognised (and refused as expired rather
+/// than unknown).
+const EXPIRED_TOKENS_REMEMBERED_MS: u64 = 60 * 60 * 1000;
+/// At most this many minted tokens are live (or recently expired) at once.
+const MAX_MINTED_TOKENS: usize = 100_000;
 
 /// Wall-clock time in ms since the Unix epoch (the devserver is IO, not core: it may).
 pub(crate) fn now_ms() -> u64 {
@@ -61,21 +70,67 @@ impl SpaceRecord {
     }
 }
 
+/// Why a bearer token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenRefusal {
+    /// No user has it.
+    Unknown,
+    /// A minted token past its expiry.
+    Expired,
+}
+
+impl TokenRefusal {
+    /// The explanation after `unauthorized: `.
+    pub fn why(self) -> &'static str {
+        match self {
+            TokenRefusal::Unknown => "unknown token",
+            TokenRefusal::Expired => "token expired",
+        }
+    }
+}
+
+/// A token minted at runtime (`POST /v1/dev/tokens`, `Federation::mint_token`).
+struct Minted {
+    user: UserId,
+    expires_at_ms: u64,
+}
+
+/// What the federation document publishes about the regions.
+#[derive(Default)]
+struct Published {
+    /// Where each region really listens.
+    real: HashMap<RegionId, String>,
+    /// The URLs tests asked to publish instead.
+    advertised: HashMap<RegionId, String>,
+    /// Bumped by every change to what the document says.
+    version: u64,
+}
+
+impl Published {
+    fn url(&self, region: &RegionId) -> Option<&String> {
+        self.advertised
+            .get(region)
+            .or_else(|| self.real.get(region))
+    }
+}
+
 /// The registry every server of the federation shares.
 pub(crate) struct Shared {
     config: FederationConfig,
     users: HashMap<UserId, UserConfig>,
     tokens: HashMap<String, UserId>,
+    minted: Mutex<HashMap<String, Minted>>,
     companies: HashMap<CompanyId, CompanyConfig>,
     policies: HashMap<PolicyId, GeoPolicy>,
     spaces: RwLock<HashMap<SpaceId, SpaceRecord>>,
     stores: HashMap<RegionId, Arc<RegionStore>>,
-    socket_urls: RwLock<HashMap<RegionId, String>>,
+    published: RwLock<Published>,
 }
 
 impl Shared {
-    /// Builds the registry from a config that has passed `validate`.
-    pub fn new(config: FederationConfig) -> Self {
+    /// Builds the registry from a config that has passed `validate`: creates each
+    /// region's store, or reloads it (with its DMs) from the data directory.
+    pub fn new(config: FederationConfig) -> Result<Self, DevserverError> {
         let users = config
             .users
             .iter()
@@ -96,7 +151,7 @@ impl Shared {
             .iter()
             .map(|p| (p.id.clone(), p.clone()))
             .collect();
-        let spaces = config
+        let mut spaces: HashMap<_, _> = config
             .spaces
             .iter()
             .filter_map(|s| {
@@ -115,21 +170,49 @@ impl Shared {
                 Some((s.id.clone(), record))
             })
             .collect();
-        let stores = config
-            .regions
-            .iter()
-            .map(|r| (r.id.clone(), Arc::new(RegionStore::new(r.id.clone()))))
-            .collect();
-        Self {
+        let mut stores = HashMap::new();
+        for r in &config.regions {
+            let store = match &config.data_dir {
+                None => RegionStore::in_memory(r.id.clone(), r.retention)?,
+                Some(dir) => {
+                    let (store, dms) = RegionStore::open(r.id.clone(), r.retention, dir)?;
+                    for dm in dms {
+                        let record = dm.record;
+                        let space = record.location.space.clone();
+                        let consistent = record.location.region == r.id
+                            && record.location.kind == SpaceKind::Dm
+                            && record
+                                .participants
+                                .as_ref()
+                                .is_some_and(|[a, b]| dm_space_id(a, b) == space);
+                        if !consistent || spaces.contains_key(&space) {
+                            tracing::warn!(
+                                region = %r.id, space = %space,
+                                "a DM record of the data file is inconsistent or repeated: skipped"
+                            );
+                            continue;
+                        }
+                        spaces.insert(space, record);
+                    }
+                    store
+                }
+            };
+            stores.insert(r.id.clone(), Arc::new(store));
+        }
+        Ok(Self {
             config,
             users,
             tokens,
+            minted: Mutex::default(),
             companies,
             policies,
             spaces: RwLock::new(spaces),
             stores,
-            socket_urls: RwLock::default(),
-        }
+            published: RwLock::new(Published {
+                version: 1,
+                ..Published::default()
+            }),
+        })
     }
 
     pub fn config(&self) -> &FederationConfig {
@@ -140,24 +223,102 @@ impl Shared {
         self.stores.get(region).cloned()
     }
 
-    pub fn set_socket_url(&self, region: &RegionId, url: String) {
-        self.socket_urls
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(region.clone(), url);
-    }
-
-    pub fn socket_url(&self, region: &RegionId) -> Option<String> {
-        self.socket_urls
+    fn published(&self) -> std::sync::RwLockReadGuard<'_, Published> {
+        self.published
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(region)
-            .cloned()
     }
 
-    /// The user a bearer token belongs to.
-    pub fn member_by_token(&self, token: &str) -> Option<Member> {
-        self.tokens.get(token).and_then(|id| self.member(id))
+    /// Changes what the document publishes, bumping its version when that changes.
+    fn publish(&self, region: &RegionId, change: impl FnOnce(&mut Published)) {
+        let mut p = self
+            .published
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let before = p.url(region).cloned();
+        change(&mut p);
+        // The first URL of a region is set before the directory serves anything.
+        if before.is_some() && p.url(region) != before.as_ref() {
+            p.version = p.version.saturating_add(1);
+        }
+    }
+
+    /// Records where a region really listens.
+    pub fn set_socket_url(&self, region: &RegionId, url: String) {
+        self.publish(region, |p| {
+            p.real.insert(region.clone(), url);
+        });
+    }
+
+    /// Where a region really listens (`ws://127.0.0.1:PORT`), whatever is advertised.
+    pub fn socket_url(&self, region: &RegionId) -> Option<String> {
+        self.published().real.get(region).cloned()
+    }
+
+    /// Publishes `url` for a region instead of its real one (`None`: the real one again).
+    pub fn advertise(&self, region: &RegionId, url: Option<String>) {
+        self.publish(region, |p| match url {
+            Some(url) => {
+                p.advertised.insert(region.clone(), url);
+            }
+            None => {
+                p.advertised.remove(region);
+            }
+        });
+    }
+
+    /// The user a bearer token belongs to: a static token from the config (never
+    /// expires) or a minted one that has not expired yet.
+    pub fn member_by_token(&self, token: &str) -> Result<Member, TokenRefusal> {
+        if let Some(id) = self.tokens.get(token) {
+            return self.member(id).ok_or(TokenRefusal::Unknown);
+        }
+        let user = {
+            let minted = lock(&self.minted);
+            let m = minted.get(token).ok_or(TokenRefusal::Unknown)?;
+            if now_ms() >= m.expires_at_ms {
+                return Err(TokenRefusal::Expired);
+            }
+            m.user.clone()
+        };
+        self.member(&user).ok_or(TokenRefusal::Unknown)
+    }
+
+    /// Mints a random token for `user`, valid for `ttl_ms`; returns it with its expiry
+    /// (wall clock, ms since the Unix epoch).
+    pub fn mint_token(&self, user: &UserId, ttl_ms: u64) -> Result<(String, u64), DevserverError> {
+        if !self.users.contains_key(user) {
+            return Err(DevserverError::UnknownUser(user.clone()));
+        }
+        if ttl_ms == 0 {
+            return Err(DevserverError::InvalidInput(
+                "a token's time to live must be 1 ms or more".into(),
+            ));
+        }
+        let now = now_ms();
+        let expires_at_ms = now.saturating_add(ttl_ms);
+        let mut minted = lock(&self.minted);
+        minted.retain(|_, m| m.expires_at_ms.saturating_add(EXPIRED_TOKENS_REMEMBERED_MS) > now);
+        if minted.len() >= MAX_MINTED_TOKENS {
+            return Err(DevserverError::InvalidInput(format!(
+                "{MAX_MINTED_TOKENS} minted tokens are live already"
+            )));
+        }
+        let token = loop {
+            let token = format!("dev-{}", random_hex(16)?);
+            if !self.tokens.contains_key(&token) && !minted.contains_key(&token) {
+                break token;
+            }
+        };
+        minted.insert(
+            token.clone(),
+            Minted {
+                user: user.clone(),
+                expires_at_ms,
+            },
+        );
+        tracing::info!(user = %user, expires_at_ms, "token minted");
+        Ok((token, expires_at_ms))
     }
 
     /// A user with their company and policy context.
@@ -209,13 +370,14 @@ impl Shared {
     }
 
     /// Finds the DM of `a` and `b`, or houses a new one in `region` (which the caller
-    /// computed with `meridian::policy::dm_region`). Atomic: two regions racing to create
-    /// the same pair end up with one space.
+    /// computed with `meridian::policy::dm_region`) once `persist` has recorded it.
+    /// Atomic: two regions racing to create the same pair end up with one space.
     pub fn find_or_create_dm<E>(
         &self,
         sender: &Member,
         peer: &Member,
         region: impl FnOnce() -> Result<RegionId, E>,
+        persist: impl FnOnce(&SpaceRecord) -> Result<(), E>,
     ) -> Result<(SpaceRecord, bool), E> {
         let id = dm_space_id(sender.id(), peer.id());
         let mut spaces = self.spaces.write().unwrap_or_else(PoisonError::into_inner);
@@ -242,13 +404,32 @@ impl Shared {
             },
             participants: Some(pair),
         };
+        persist(&record)?;
         spaces.insert(id, record.clone());
         Ok((record, true))
     }
 
+    /// Wipes a region's store (new epoch, no messages, no keys). The DMs housed there
+    /// stay known (the directory is not the region), and stay in its data file.
+    pub fn wipe_region(&self, region: &RegionId) -> Result<(), DevserverError> {
+        let store = self
+            .store(region)
+            .ok_or_else(|| DevserverError::UnknownRegion(region.clone()))?;
+        // The registry's lock first, as in `find_or_create_dm`: no DM created meanwhile
+        // can be missing from the rewritten file.
+        let spaces = self.spaces.read().unwrap_or_else(PoisonError::into_inner);
+        let dms = spaces
+            .values()
+            .filter(|s| s.location.region == *region && s.participants.is_some())
+            .cloned()
+            .collect();
+        store.wipe(dms)
+    }
+
     pub fn federation_doc(&self) -> FederationDoc {
+        let published = self.published();
         FederationDoc {
-            version: 1,
+            version: published.version,
             issued_at_ms: now_ms(),
             regions: self
                 .config
@@ -257,8 +438,9 @@ impl Shared {
                 .map(|r| Region {
                     id: r.id.clone(),
                     name: r.name.clone(),
-                    socket_url: self
-                        .socket_url(&r.id)
+                    socket_url: published
+                        .url(&r.id)
+                        .cloned()
                         .unwrap_or_else(|| "ws://127.0.0.1:0".into()),
                     public_key: None,
                 })
@@ -284,180 +466,10 @@ pub(crate) fn dm_space_id(a: &UserId, b: &UserId) -> SpaceId {
     })
 }
 
-/// What happened to a send.
-pub(crate) enum Append {
-    /// Stored under a new seq.
-    Stored(Message, SendReceipt),
-    /// The key was seen before: the original receipt, nothing stored.
-    Duplicate(SendReceipt),
-}
-
-#[derive(Default)]
-struct SpaceLog {
-    /// `messages[i].seq == i + 1`: seqs are 1-based and gap-free.
-    messages: Vec<Message>,
-    receipts: HashMap<IdempotencyKey, SendReceipt>,
-}
-
-#[derive(Default)]
-struct StoreInner {
-    spaces: HashMap<SpaceId, SpaceLog>,
-    next_message: u64,
-}
-
-/// One region's messages. Survives the region's restarts.
-pub(crate) struct RegionStore {
-    region: RegionId,
-    inner: Mutex<StoreInner>,
-}
-
-impl RegionStore {
-    fn new(region: RegionId) -> Self {
-        Self {
-            region,
-            inner: Mutex::default(),
-        }
-    }
-
-    /// Stores a message once per (space, key).
-    pub fn append(&self, req: &SendRequest, sender: &UserId) -> Append {
-        let mut inner = lock(&self.inner);
-        let StoreInner {
-            spaces,
-            next_message,
-        } = &mut *inner;
-        let log = spaces.entry(req.space.clone()).or_default();
-        if let Some(receipt) = log.receipts.get(&req.key) {
-            return Append::Duplicate(receipt.clone());
-        }
-        *next_message += 1;
-        let counter = *next_message;
-        let seq = u64::try_from(log.messages.len()).unwrap_or(u64::MAX - 1) + 1;
-        let id = MessageId::new(format!("{}-{counter}", self.region))
-            .unwrap_or_else(|_| MessageId::new_unchecked(format!("m-{counter}")));
-        let message = Message {
-            space: req.space.clone(),
-            seq,
-            id: id.clone(),
-            sender: sender.clone(),
-            body: req.body.clone(),
-            sent_at_ms: now_ms(),
-            trace: req.trace.clone(),
-        };
-        let receipt = SendReceipt {
-            message_id: id,
-            seq,
-            sent_at_ms: message.sent_at_ms,
-        };
-        log.messages.push(message.clone());
-        log.receipts.insert(req.key.clone(), receipt.clone());
-        Append::Stored(message, receipt)
-    }
-
-    /// The newest seq of a space (0 when empty).
-    pub fn head_seq(&self, space: &SpaceId) -> u64 {
-        lock(&self.inner).spaces.get(space).map_or(0, |log| {
-            u64::try_from(log.messages.len()).unwrap_or(u64::MAX)
-        })
-    }
-
-    /// Up to `limit` messages with a seq above `since`, oldest first.
-    pub fn after(&self, space: &SpaceId, since: u64, limit: usize) -> Vec<Message> {
-        let inner = lock(&self.inner);
-        let Some(log) = inner.spaces.get(space) else {
-            return Vec::new();
-        };
-        let start = usize::try_from(since).unwrap_or(usize::MAX);
-        log.messages
-            .iter()
-            .skip(start)
-            .take(limit)
-            .cloned()
-            .collect()
-    }
-
-    /// The newest `limit` messages with a seq below `before` (all when `None`), oldest first.
-    pub fn before(&self, space: &SpaceId, before: Option<u64>, limit: usize) -> Vec<Message> {
-        let inner = lock(&self.inner);
-        let Some(log) = inner.spaces.get(space) else {
-            return Vec::new();
-        };
-        let end = before.map_or(log.messages.len(), |b| {
-            usize::try_from(b.saturating_sub(1))
-                .unwrap_or(usize::MAX)
-                .min(log.messages.len())
-        });
-        log.messages[end.saturating_sub(limit)..end].to_vec()
-    }
-
-    /// Every message of a space, oldest first.
-    pub fn messages(&self, space: &SpaceId) -> Vec<Message> {
-        lock(&self.inner)
-            .spaces
-            .get(space)
-            .map(|log| log.messages.clone())
-            .unwrap_or_default()
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn send(space: &str, key: &str) -> SendRequest {
-        SendRequest {
-            space: SpaceId::new_unchecked(space),
-            key: IdempotencyKey::new_unchecked(key),
-            body: "hi".into(),
-            trace: None,
-        }
-    }
-
-    #[test]
-    fn seqs_are_gap_free_per_space_and_keys_dedupe() {
-        let store = RegionStore::new(RegionId::new_unchecked("eu-west"));
-        let ana = UserId::new_unchecked("ana");
-        let Append::Stored(m1, r1) = store.append(&send("a", "k1"), &ana) else {
-            panic!("expected a store")
-        };
-        assert_eq!((m1.seq, r1.seq), (1, 1));
-        let Append::Duplicate(again) = store.append(&send("a", "k1"), &ana) else {
-            panic!("expected a duplicate")
-        };
-        assert_eq!(again, r1);
-        let Append::Stored(m2, _) = store.append(&send("a", "k2"), &ana) else {
-            panic!("expected a store")
-        };
-        assert_eq!(m2.seq, 2);
-        let Append::Stored(other, _) = store.append(&send("b", "k1"), &ana) else {
-            panic!("the same key in another space is another message")
-        };
-        assert_eq!(other.seq, 1);
-        assert_ne!(other.id, m1.id);
-        assert_eq!(store.head_seq(&SpaceId::new_unchecked("a")), 2);
-    }
-
-    #[test]
-    fn pages_are_oldest_first_and_bounded() {
-        let store = RegionStore::new(RegionId::new_unchecked("eu-west"));
-        let ana = UserId::new_unchecked("ana");
-        for i in 0..10 {
-            store.append(&send("a", &format!("k{i}")), &ana);
-        }
-        let a = SpaceId::new_unchecked("a");
-        let seqs = |v: Vec<Message>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
-        assert_eq!(seqs(store.after(&a, 7, 100)), vec![8, 9, 10]);
-        assert_eq!(seqs(store.after(&a, 2, 3)), vec![3, 4, 5]);
-        assert_eq!(seqs(store.after(&a, 10, 3)), Vec::<u64>::new());
-        assert_eq!(seqs(store.after(&a, u64::MAX, 3)), Vec::<u64>::new());
-        assert_eq!(seqs(store.before(&a, None, 3)), vec![8, 9, 10]);
-        assert_eq!(seqs(store.before(&a, Some(4), 10)), vec![1, 2, 3]);
-        assert_eq!(seqs(store.before(&a, Some(1), 10)), Vec::<u64>::new());
-        assert_eq!(seqs(store.before(&a, Some(0), 10)), Vec::<u64>::new());
-        assert_eq!(seqs(store.before(&a, Some(u64::MAX), 2)), vec![9, 10]);
-        assert_eq!(seqs(store.before(&a, None, 0)), Vec::<u64>::new());
-    }
 
     #[test]
     fn dm_ids_are_the_same_whoever_asks_and_always_valid() {

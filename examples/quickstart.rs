@@ -63,6 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     sam.join_space(&general).await?;
     let receipt = sam
         .send_message(&general, "Morning from Virginia! Deploy is green.")
+        .await?
         .await?;
     println!(
         "   Sam says hello. The eu-west region stored it as message #{} of the space.",
@@ -73,7 +74,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         delivered += 1;
         println!("   {name} receives #{} from {}.", m.seq, m.sender);
     }
-    let reply = ana.send_message(&general, "Great, thanks Sam.").await?;
+    let reply = ana
+        .send_message(&general, "Great, thanks Sam.")
+        .await?
+        .await?;
     for (name, events) in [("Ana", &mut ana_events), ("Sam", &mut sam_events)] {
         let m = next_message(events).await?;
         delivered += 1;
@@ -91,6 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     sam.join_space(&launch).await?;
     chloe
         .send_message(&launch, "Maple is ready for the launch.")
+        .await?
         .await?;
     for (name, events) in [("Chloe", &mut chloe_events), ("Sam", &mut sam_events)] {
         let m = next_message(events).await?;
@@ -104,7 +109,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("   Sam also drops by #maple:lounge, Chloe's company space in ca-central.");
     sam.join_space(&lounge).await?;
     chloe.join_space(&lounge).await?;
-    sam.send_message(&lounge, "Hello Montréal!").await?;
+    sam.send_message(&lounge, "Hello Montréal!").await?.await?;
     for (name, events) in [("Chloe", &mut chloe_events), ("Sam", &mut sam_events)] {
         let m = next_message(events).await?;
         delivered += 1;
@@ -146,7 +151,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     chloe.join_space(&dm.space).await?;
     sam.join_space(&dm.space).await?;
-    sam.send_message(&dm.space, "Launch party at 5?").await?;
+    sam.send_message(&dm.space, "Launch party at 5?")
+        .await?
+        .await?;
     for (name, events) in [("Chloe", &mut chloe_events), ("Sam", &mut sam_events)] {
         let m = next_message(events).await?;
         delivered += 1;

@@ -4,6 +4,9 @@
 //! requests for the engine, and retrying once when a region says a space moved. Must never
 //! name a region to the app or take one from it: feature code never chooses where data goes.
 
+use std::collections::HashMap;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
@@ -11,18 +14,18 @@ use futures::channel::{mpsc, oneshot};
 
 use crate::directory::{Directory, DirectoryConfig};
 use crate::driver::Driver;
-use crate::engine::{Command, Engine};
+use crate::engine::{Accepted, Command, Engine, EngineSetup, Namespaces};
 use crate::error::{Error, Result};
 use crate::model::{
     self, IdempotencyKey, Message, PresenceStatus, Region, SendReceipt, SessionInfo, SpaceId,
     SpaceLocation, UserContext, UserId,
 };
+use crate::outbox::{Outbox, OutboxEntry};
 use crate::policy;
-use crate::protocol::{
-    DmCreateRequest, HistoryRequest, MAX_PAGE, PresenceRequest, SendRequest, TypingEvent,
-};
+use crate::protocol::{DmCreateRequest, HistoryRequest, MAX_PAGE, PresenceRequest, TypingEvent};
 use crate::secret::{self, Secret};
-use crate::session::{Request, Response, SessionConfig};
+use crate::session::{Cursor, Request, Response, SessionConfig};
+use crate::store::{MemoryStore, Store};
 
 pub use crate::engine::Event;
 
@@ -37,6 +40,10 @@ pub struct ClientConfig {
     pub session: SessionConfig,
     /// Directory cache tunables.
     pub directory: DirectoryConfig,
+    /// Where pending sends and delivery cursors are kept across restarts. The default,
+    /// in memory, survives disconnects but not the process; native apps pass a
+    /// [`crate::store::FileStore`], the web an IndexedDB store.
+    pub store: Arc<dyn Store>,
 }
 
 impl ClientConfig {
@@ -47,7 +54,14 @@ impl ClientConfig {
             token: token.into(),
             session: SessionConfig::default(),
             directory: DirectoryConfig::default(),
+            store: Arc::new(MemoryStore::new()),
         }
+    }
+
+    /// The same configuration with another store.
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = store;
+        self
     }
 }
 
@@ -69,8 +83,55 @@ pub struct JoinedSpace {
     pub head_seq: u64,
 }
 
+/// A send the outbox has accepted and persisted. Await it (or [`Self::acked`]) for the
+/// region's receipt; drop it to stop waiting: the send goes on regardless, and its outcome
+/// also arrives as [`Event::MessageSent`] or [`Event::SendFailed`].
+#[derive(Debug)]
+pub struct PendingSend {
+    entry: OutboxEntry,
+    outcome: oneshot::Receiver<Result<SendReceipt>>,
+}
+
+impl PendingSend {
+    fn new(accepted: Accepted) -> Self {
+        Self {
+            entry: accepted.entry,
+            outcome: accepted.outcome,
+        }
+    }
+
+    /// The send's idempotency key (to retry or cancel it).
+    pub fn key(&self) -> &IdempotencyKey {
+        &self.entry.key
+    }
+
+    /// The space.
+    pub fn space(&self) -> &SpaceId {
+        &self.entry.space
+    }
+
+    /// Waits for the region's receipt. Fails with the region's error when the send is
+    /// refused for good, and with [`Error::Closed`] when the client closes first (the
+    /// send stays in the outbox and goes out at the next start with the same store).
+    pub async fn acked(self) -> Result<SendReceipt> {
+        self.outcome.await.map_err(|_| Error::Closed)?
+    }
+}
+
+impl IntoFuture for PendingSend {
+    type Output = Result<SendReceipt>;
+    #[cfg(not(target_arch = "wasm32"))]
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<SendReceipt>> + Send>>;
+    #[cfg(target_arch = "wasm32")]
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<SendReceipt>>>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.acked())
+    }
+}
+
 struct Inner {
-    directory: Directory,
+    directory: Arc<Directory>,
     info: SessionInfo,
     ctx: UserContext,
     commands: mpsc::UnboundedSender<Command>,
@@ -99,15 +160,17 @@ impl Client {
     }
 
     /// Connects: reads the federation document and the user's session from the directory,
-    /// then starts the engine. Region sockets open lazily, when a space there is first used.
+    /// restores the outbox and delivery cursors from the store, then starts the engine.
+    /// Region sockets open lazily, when a space there is first used; sends left over from
+    /// an earlier run go out at once.
     pub async fn connect(config: ClientConfig, driver: Arc<dyn Driver>) -> Result<Self> {
         let token = Secret::new(config.token)?;
-        let directory = Directory::new(
+        let directory = Arc::new(Directory::new(
             &config.directory_url,
             token.clone(),
             config.directory,
             driver.clone(),
-        )?;
+        )?);
         let doc = directory.federation().await?;
         let info = directory.session().await?;
         let policy = doc.policy(&info.policy).cloned().ok_or_else(|| {
@@ -127,8 +190,20 @@ impl Client {
             home_region: info.home_region.clone(),
             policy,
         };
+        let namespaces = Namespaces::for_user(&ctx.user);
+        let outbox = restore_outbox(config.store.as_ref(), &namespaces.outbox).await?;
+        let cursors = restore_cursors(config.store.as_ref(), &namespaces.cursors).await?;
         let (commands, rx) = mpsc::unbounded();
-        let engine = Engine::new(driver.clone(), ctx.clone(), token, config.session);
+        let engine = Engine::new(EngineSetup {
+            driver: driver.clone(),
+            ctx: ctx.clone(),
+            token,
+            config: config.session,
+            directory: directory.clone(),
+            store: config.store.clone(),
+            outbox,
+            cursors,
+        });
         driver.spawn(Box::pin(engine.run(rx)));
         tracing::info!(user = %info.user, home = %info.home_region, "connected to the federation");
         Ok(Self {
@@ -177,26 +252,64 @@ impl Client {
         }
     }
 
-    /// Sends a message and returns the region's receipt once it is stored. Joins the space
-    /// first if needed. A retry after a lost connection reuses the idempotency key, so the
-    /// region stores the message once.
-    pub async fn send_message(&self, space: &SpaceId, text: &str) -> Result<SendReceipt> {
+    /// Sends a message. When this returns, the send is in the outbox and persisted in the
+    /// store: it will reach the region exactly once, across reconnects and restarts, or
+    /// fail for good with a reason. Await the returned [`PendingSend`] for the receipt.
+    ///
+    /// Refused at once, with nothing stored or sent, when the text is empty or too large,
+    /// the space doesn't exist, or the user's policy forbids its region. When the directory
+    /// can't be reached the send is accepted and checked once it can.
+    pub async fn send_message(&self, space: &SpaceId, text: &str) -> Result<PendingSend> {
         model::validate_body(text)?;
-        let key = IdempotencyKey::new(secret::random_hex128()?)?;
-        let trace = traceparent()?;
-        let request = SendRequest {
-            space: space.clone(),
-            key,
-            body: text.to_owned(),
-            trace: Some(trace),
-        };
-        match self
-            .space_request(space, || Request::Send(request.clone()))
-            .await?
-        {
-            Response::Sent(receipt) => Ok(receipt),
-            other => Err(unexpected(&other)),
+        match self.locate(space).await {
+            Ok((loc, _)) => policy::check_space_entry(&self.inner.ctx, &loc)
+                .inspect_err(|e| self.report_refusal(e, Some(space.clone())))?,
+            Err(e) if e.is_transient() => {
+                tracing::debug!(%space, error = %e, "accepting a send for a space not located yet");
+            }
+            Err(e) => return Err(e),
         }
+        let (reply, accepted) = oneshot::channel();
+        self.command(Command::Enqueue {
+            key: IdempotencyKey::new(secret::random_hex128()?)?,
+            space: space.clone(),
+            body: text.to_owned(),
+            trace: Some(traceparent()?),
+            reply,
+        })?;
+        let accepted = accepted.await.map_err(|_| Error::Closed)??;
+        Ok(PendingSend::new(accepted))
+    }
+
+    /// Every send not yet stored by its region (queued, in flight, or failed for good), in
+    /// the order made.
+    pub async fn pending_sends(&self) -> Result<Vec<OutboxEntry>> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::ListSends(tx))?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// Puts a send that failed for good back in line (at the back of its space's line).
+    pub async fn retry_send(&self, key: &IdempotencyKey) -> Result<PendingSend> {
+        let (reply, accepted) = oneshot::channel();
+        self.command(Command::RetrySend {
+            key: key.clone(),
+            reply,
+        })?;
+        Ok(PendingSend::new(
+            accepted.await.map_err(|_| Error::Closed)??,
+        ))
+    }
+
+    /// Removes a send that is not on its way to the region yet (queued behind another, or
+    /// failed). A send already on its way can't be cancelled: it may be stored.
+    pub async fn cancel_send(&self, key: &IdempotencyKey) -> Result<()> {
+        let (reply, done) = oneshot::channel();
+        self.command(Command::CancelSend {
+            key: key.clone(),
+            reply,
+        })?;
+        done.await.map_err(|_| Error::Closed)?
     }
 
     /// A page of a space's history: up to `limit` messages before `before` (the newest
@@ -371,6 +484,40 @@ impl Client {
             .unbounded_send(command)
             .map_err(|_| Error::Closed)
     }
+}
+
+async fn restore_outbox(store: &dyn Store, namespace: &str) -> Result<Outbox> {
+    let records = store.list(namespace).await?;
+    let mut entries = Vec::with_capacity(records.len());
+    for (key, bytes) in records {
+        match OutboxEntry::decode(&bytes) {
+            Ok(entry) => entries.push(entry),
+            // A record that can't be read is reported and kept out of the way, not fatal.
+            Err(e) => {
+                tracing::error!(record = key, error = %e, "skipping an unreadable outbox record")
+            }
+        }
+    }
+    if !entries.is_empty() {
+        tracing::info!(sends = entries.len(), "resuming sends from an earlier run");
+    }
+    Ok(Outbox::restore(entries))
+}
+
+async fn restore_cursors(store: &dyn Store, namespace: &str) -> Result<HashMap<SpaceId, Cursor>> {
+    let mut cursors = HashMap::new();
+    for (key, bytes) in store.list(namespace).await? {
+        match (
+            SpaceId::new(key.as_str()),
+            serde_json::from_slice::<Cursor>(&bytes),
+        ) {
+            (Ok(space), Ok(cursor)) => {
+                cursors.insert(space, cursor);
+            }
+            _ => tracing::error!(record = key, "skipping an unreadable cursor record"),
+        }
+    }
+    Ok(cursors)
 }
 
 fn unexpected(response: &Response) -> Error {

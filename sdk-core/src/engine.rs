@@ -1,25 +1,54 @@
 //! The engine: one task that drives every [`RegionSession`] with real IO.
 //!
-//! Owns: the sessions by region, their transports, the timers, and the policy gate: every
-//! transport is opened and every frame is written only after [`policy`] allows it, right
-//! before the bytes leave. Must never block, and never hold a lock across an await.
+//! Owns: the sessions by region, their transports, the timers, the outbox (locating each
+//! send's space, submitting it, settling it, persisting every change through one ordered
+//! store writer), the cursors of joined spaces (persisted at most once a second and at
+//! shutdown), and the policy gate: every transport is opened and every frame is written
+//! only after [`policy`] allows it, right before the bytes leave. Must never block, and
+//! never hold a lock across an await.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, SinkExt, StreamExt};
 
+use crate::directory::Directory;
 use crate::driver::{BoxFuture, Driver};
 use crate::error::{Error, Result};
-use crate::model::{Region, RegionId, SpaceId, UserContext};
+use crate::model::{
+    IdempotencyKey, Region, RegionId, SendReceipt, SpaceId, SpaceLocation, UserContext,
+};
+use crate::outbox::{Outbox, OutboxEntry, Settled};
 use crate::policy;
 use crate::protocol::TypingEvent;
 use crate::secret::{self, Secret};
 use crate::session::{
-    ConnId, ConnectionState, Output, RegionSession, Request, RequestId, Response, SessionConfig,
-    SessionEvent,
+    ConnId, ConnectionState, Cursor, Output, RegionSession, Request, RequestId, Response,
+    SessionConfig, SessionEvent,
 };
+use crate::store::Store;
+
+/// How long the engine waits before asking the directory again for a send's space.
+const LOCATE_RETRY: Duration = Duration::from_secs(1);
+/// How often, at most, delivery cursors are written to the store.
+const CURSOR_FLUSH: Duration = Duration::from_secs(1);
+
+/// Store namespaces of one user's records.
+pub(crate) struct Namespaces {
+    pub(crate) outbox: String,
+    pub(crate) cursors: String,
+}
+
+impl Namespaces {
+    pub(crate) fn for_user(user: &crate::model::UserId) -> Self {
+        Self {
+            outbox: format!("{}.{user}", crate::outbox::NAMESPACE),
+            cursors: format!("cursors.{user}"),
+        }
+    }
+}
 
 /// What the app hears from the client.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +92,24 @@ pub enum Event {
         /// The last seq not delivered; `None` when the region's history was reset.
         to: Option<u64>,
     },
+    /// A send was stored by its region (also for sends left over from an earlier run).
+    MessageSent {
+        /// The send's idempotency key.
+        key: IdempotencyKey,
+        /// The space.
+        space: SpaceId,
+        /// The region's receipt.
+        receipt: SendReceipt,
+    },
+    /// A send was refused for good; it stays in the outbox until retried or cancelled.
+    SendFailed {
+        /// The send's idempotency key.
+        key: IdempotencyKey,
+        /// The space.
+        space: SpaceId,
+        /// Why.
+        error: Error,
+    },
     /// A region broke the protocol or reported an error outside any request.
     RegionProblem {
         /// The region.
@@ -89,13 +136,57 @@ pub(crate) enum Command {
     Subscribe(mpsc::UnboundedSender<Event>),
     Notify(Event),
     NetworkChanged(bool),
+    /// Add a send to the outbox; answered once it is persisted.
+    Enqueue {
+        key: IdempotencyKey,
+        space: SpaceId,
+        body: String,
+        trace: Option<String>,
+        reply: oneshot::Sender<Result<Accepted>>,
+    },
+    ListSends(oneshot::Sender<Vec<OutboxEntry>>),
+    RetrySend {
+        key: IdempotencyKey,
+        reply: oneshot::Sender<Result<Accepted>>,
+    },
+    CancelSend {
+        key: IdempotencyKey,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Shutdown(oneshot::Sender<()>),
+}
+
+/// A send the outbox accepted (and persisted), with the way to its outcome.
+pub(crate) struct Accepted {
+    pub(crate) entry: OutboxEntry,
+    pub(crate) outcome: oneshot::Receiver<Result<SendReceipt>>,
 }
 
 enum Io {
     Opened(RegionId, ConnId),
     Frame(RegionId, ConnId, String),
     Closed(RegionId, ConnId, String),
+    /// An outbox entry's write finished.
+    Persisted(u64, Result<()>),
+    /// The directory answered where a send's space is.
+    Located(u64, Result<(SpaceLocation, Region)>),
+}
+
+/// A write for the store writer: writes are carried out one at a time, in order.
+enum StoreOp {
+    Put {
+        namespace: String,
+        key: String,
+        value: Vec<u8>,
+        /// The outbox entry whose durability the engine waits for.
+        notify: Option<u64>,
+    },
+    Delete {
+        namespace: String,
+        key: String,
+    },
+    /// Answered when every earlier write is done.
+    Barrier(oneshot::Sender<()>),
 }
 
 pub(crate) struct Engine {
@@ -113,17 +204,58 @@ pub(crate) struct Engine {
     io_rx: Option<mpsc::UnboundedReceiver<Io>>,
     next_request: u64,
     rng: fastrand::Rng,
+    directory: Arc<Directory>,
+    namespaces: Namespaces,
+    writer: mpsc::UnboundedSender<StoreOp>,
+    outbox: Outbox,
+    /// Entries added but not durable yet, with who waits for that.
+    unpersisted: HashMap<u64, Option<oneshot::Sender<Result<Accepted>>>>,
+    /// Entries handed out by the outbox while still unpersisted.
+    parked: BTreeMap<u64, OutboxEntry>,
+    /// Session requests that carry an outbox entry.
+    send_requests: HashMap<RequestId, u64>,
+    /// Who waits for each entry's outcome.
+    send_waiters: HashMap<u64, Vec<oneshot::Sender<Result<SendReceipt>>>>,
+    /// Where the spaces of sends are housed, as last located.
+    locations: HashMap<SpaceId, (SpaceLocation, Region)>,
+    /// Entries whose space could not be located yet.
+    unlocated: BTreeMap<u64, OutboxEntry>,
+    locate_retry_at: Option<crate::time::Instant>,
+    /// Cursors from an earlier run, applied when their space is first used.
+    restored_cursors: HashMap<SpaceId, Cursor>,
+    saved_cursors: HashMap<SpaceId, Cursor>,
+    cursor_flush_at: Option<crate::time::Instant>,
+}
+
+/// What an engine starts from.
+pub(crate) struct EngineSetup {
+    pub(crate) driver: Arc<dyn Driver>,
+    pub(crate) ctx: UserContext,
+    pub(crate) token: Secret,
+    pub(crate) config: SessionConfig,
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) outbox: Outbox,
+    pub(crate) cursors: HashMap<SpaceId, Cursor>,
 }
 
 impl Engine {
-    pub(crate) fn new(
-        driver: Arc<dyn Driver>,
-        ctx: UserContext,
-        token: Secret,
-        config: SessionConfig,
-    ) -> Self {
+    pub(crate) fn new(setup: EngineSetup) -> Self {
+        let EngineSetup {
+            driver,
+            ctx,
+            token,
+            config,
+            directory,
+            store,
+            outbox,
+            cursors,
+        } = setup;
         let (io_tx, io_rx) = mpsc::unbounded();
+        let (writer, ops) = mpsc::unbounded();
+        driver.spawn(Box::pin(store_writer(store, ops, io_tx.clone())));
         Self {
+            namespaces: Namespaces::for_user(&ctx.user),
             driver,
             ctx,
             token,
@@ -138,6 +270,19 @@ impl Engine {
             io_rx: Some(io_rx),
             next_request: 0,
             rng: fastrand::Rng::with_seed(secret::random_seed()),
+            directory,
+            writer,
+            outbox,
+            unpersisted: HashMap::new(),
+            parked: BTreeMap::new(),
+            send_requests: HashMap::new(),
+            send_waiters: HashMap::new(),
+            locations: HashMap::new(),
+            unlocated: BTreeMap::new(),
+            locate_retry_at: None,
+            saved_cursors: cursors.clone(),
+            restored_cursors: cursors,
+            cursor_flush_at: None,
         }
     }
 
@@ -145,6 +290,8 @@ impl Engine {
         let Some(mut io) = self.io_rx.take() else {
             return;
         };
+        // Sends left over from an earlier run go out first.
+        self.pump();
         loop {
             self.flush();
             let now = self.driver.now();
@@ -152,6 +299,8 @@ impl Engine {
                 .sessions
                 .values()
                 .filter_map(|s| s.poll_timeout())
+                .chain(self.locate_retry_at)
+                .chain(self.cursor_flush_at)
                 .min();
             let timer: BoxFuture<'static, ()> = match next {
                 Some(at) => self.driver.sleep(at.saturating_since(now)),
@@ -161,14 +310,14 @@ impl Engine {
             futures::select! {
                 command = commands.next() => match command {
                     Some(Command::Shutdown(done)) => {
-                        self.shutdown();
+                        self.shutdown().await;
                         let _ = done.send(());
                         return;
                     }
                     Some(command) => self.on_command(command),
                     None => {
                         // Every handle to the client is gone.
-                        self.shutdown();
+                        self.shutdown().await;
                         return;
                     }
                 },
@@ -178,17 +327,32 @@ impl Engine {
                     for session in self.sessions.values_mut() {
                         session.handle_timeout(now);
                     }
+                    if self.locate_retry_at.is_some_and(|t| now >= t) {
+                        self.locate_retry_at = None;
+                        for entry in std::mem::take(&mut self.unlocated).into_values() {
+                            self.dispatch(entry);
+                        }
+                    }
+                    if self.cursor_flush_at.is_some_and(|t| now >= t) {
+                        self.flush_cursors();
+                    }
                 }
             }
         }
     }
 
-    fn shutdown(&mut self) {
+    async fn shutdown(&mut self) {
+        self.flush_cursors();
         for session in self.sessions.values_mut() {
             session.close();
         }
         self.flush();
         self.transports.clear();
+        // Wait until every write (cursors, settled sends) is on disk.
+        let (tx, rx) = oneshot::channel();
+        if self.writer.unbounded_send(StoreOp::Barrier(tx)).is_ok() {
+            let _ = rx.await;
+        }
     }
 
     fn on_command(&mut self, command: Command) {
@@ -203,11 +367,56 @@ impl Engine {
                 if let (Some(space), Some(housing)) = (request.space(), space_region) {
                     self.space_regions.insert(space.clone(), housing);
                 }
-                self.next_request += 1;
-                let id = RequestId(self.next_request);
+                let id = self.submit(&region, request, now);
                 self.replies.insert(id, reply);
-                let session = self.session(&region);
-                session.request(id, request, now);
+            }
+            Command::Enqueue {
+                key,
+                space,
+                body,
+                trace,
+                reply,
+            } => match self.outbox.add(key, space, body, trace) {
+                Ok(entry) => {
+                    self.unpersisted.insert(entry.order, Some(reply));
+                    self.persist(&entry, true);
+                    self.pump();
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::ListSends(reply) => {
+                let _ = reply.send(self.outbox.list());
+            }
+            Command::RetrySend { key, reply } => {
+                let old = self.outbox.list().into_iter().find(|e| e.key == key);
+                match self.outbox.retry(&key) {
+                    Ok(entry) => {
+                        // Written at its new place first, then the old record goes: a
+                        // crash in between leaves both, and restoring keeps the newer.
+                        self.unpersisted.insert(entry.order, Some(reply));
+                        self.persist(&entry, true);
+                        if let Some(old) = old {
+                            self.delete_record(&old);
+                        }
+                        self.pump();
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Command::CancelSend { key, reply } => {
+                let result = self.outbox.cancel(&key).map(|entry| {
+                    self.delete_record(&entry);
+                    for waiter in self.send_waiters.remove(&entry.order).unwrap_or_default() {
+                        let _ = waiter.send(Err(Error::InvalidInput(format!(
+                            "send {key} was cancelled"
+                        ))));
+                    }
+                });
+                let _ = reply.send(result);
             }
             Command::Typing { region, event } => {
                 if let Some(session) = self.sessions.get_mut(&region) {
@@ -232,6 +441,27 @@ impl Engine {
             }
             Command::Shutdown(_) => {}
         }
+    }
+
+    /// Hands a request to the session of `region`, restoring the cursor of its space from
+    /// an earlier run first.
+    fn submit(
+        &mut self,
+        region: &Region,
+        request: Request,
+        now: crate::time::Instant,
+    ) -> RequestId {
+        self.next_request += 1;
+        let id = RequestId(self.next_request);
+        let cursor = request
+            .space()
+            .and_then(|space| self.restored_cursors.remove_entry(space));
+        let session = self.session(region);
+        if let Some((space, cursor)) = cursor {
+            session.restore_cursor(space, cursor);
+        }
+        session.request(id, request, now);
+        id
     }
 
     fn session(&mut self, region: &Region) -> &mut RegionSession {
@@ -266,6 +496,183 @@ impl Engine {
                 if let Some(s) = self.sessions.get_mut(&region) {
                     s.handle_transport_closed(conn, &reason, now);
                 }
+            }
+            Io::Persisted(order, result) => self.on_persisted(order, result),
+            Io::Located(order, result) => self.on_located(order, result),
+        }
+    }
+
+    // ----- the outbox -----
+
+    fn persist(&mut self, entry: &OutboxEntry, notify: bool) {
+        let _ = self.writer.unbounded_send(StoreOp::Put {
+            namespace: self.namespaces.outbox.clone(),
+            key: entry.store_key(),
+            value: entry.encode(),
+            notify: notify.then_some(entry.order),
+        });
+    }
+
+    fn delete_record(&mut self, entry: &OutboxEntry) {
+        let _ = self.writer.unbounded_send(StoreOp::Delete {
+            namespace: self.namespaces.outbox.clone(),
+            key: entry.store_key(),
+        });
+    }
+
+    fn on_persisted(&mut self, order: u64, result: Result<()>) {
+        let Some(waiter) = self.unpersisted.remove(&order) else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                let entry = self.outbox.list().into_iter().find(|e| e.order == order);
+                if let (Some(waiter), Some(entry)) = (waiter, entry) {
+                    let (tx, rx) = oneshot::channel();
+                    self.send_waiters.entry(order).or_default().push(tx);
+                    let _ = waiter.send(Ok(Accepted { entry, outcome: rx }));
+                }
+                if let Some(entry) = self.parked.remove(&order) {
+                    self.dispatch(entry);
+                }
+            }
+            Err(e) => {
+                // Not durable: the app is told, and the send never leaves.
+                self.outbox.forget(order);
+                self.parked.remove(&order);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(Err(e));
+                }
+            }
+        }
+    }
+
+    /// Submits every send whose turn has come.
+    fn pump(&mut self) {
+        for entry in self.outbox.take_ready() {
+            if self.unpersisted.contains_key(&entry.order) {
+                self.parked.insert(entry.order, entry);
+            } else {
+                self.dispatch(entry);
+            }
+        }
+    }
+
+    /// Sends an entry to its space's region, locating the space first if needed.
+    fn dispatch(&mut self, entry: OutboxEntry) {
+        let Some((loc, region)) = self.locations.get(&entry.space).cloned() else {
+            let directory = self.directory.clone();
+            let io = self.io_tx.clone();
+            let order = entry.order;
+            let space = entry.space.clone();
+            self.unlocated.insert(order, entry);
+            self.driver.spawn(Box::pin(async move {
+                let result = locate(&directory, &space).await;
+                let _ = io.unbounded_send(Io::Located(order, result));
+            }));
+            return;
+        };
+        if let Err(e) = policy::check_space_entry(&self.ctx, &loc) {
+            self.publish(Event::PolicyBlocked {
+                region: loc.region.clone(),
+                space: Some(entry.space.clone()),
+                reason: e.to_string(),
+            });
+            self.settle(entry.order, Err(e));
+            return;
+        }
+        self.space_regions
+            .insert(entry.space.clone(), loc.region.clone());
+        let now = self.driver.now();
+        let id = self.submit(&region, Request::Send(entry.request()), now);
+        self.send_requests.insert(id, entry.order);
+    }
+
+    fn on_located(&mut self, order: u64, result: Result<(SpaceLocation, Region)>) {
+        let Some(entry) = self.unlocated.remove(&order) else {
+            return;
+        };
+        match result {
+            Ok(located) => {
+                self.locations.insert(entry.space.clone(), located);
+                self.dispatch(entry);
+            }
+            Err(e) if e.is_transient() => {
+                tracing::debug!(space = %entry.space, error = %e, "cannot locate a send's space yet");
+                self.unlocated.insert(order, entry);
+                let at = self.driver.now() + LOCATE_RETRY;
+                self.locate_retry_at.get_or_insert(at);
+            }
+            Err(e) => self.settle(order, Err(e)),
+        }
+    }
+
+    fn on_send_reply(&mut self, order: u64, result: Result<Response>) {
+        let result = result.and_then(|r| match r {
+            Response::Sent(receipt) => Ok(receipt),
+            other => Err(Error::Protocol(format!("unexpected answer {other:?}"))),
+        });
+        if let Err(Error::Moved(_)) = &result
+            && let Some(entry) = self.outbox.list().into_iter().find(|e| e.order == order)
+        {
+            // Ask the directory again; the entry stays in flight meanwhile.
+            self.locations.remove(&entry.space);
+            self.directory.forget_space(&entry.space);
+            self.dispatch(entry);
+            return;
+        }
+        self.settle(order, result);
+    }
+
+    fn settle(&mut self, order: u64, result: Result<SendReceipt>) {
+        match self.outbox.settle(order, result) {
+            Some(Settled::Delivered(entry, receipt)) => {
+                self.delete_record(&entry);
+                for waiter in self.send_waiters.remove(&order).unwrap_or_default() {
+                    let _ = waiter.send(Ok(receipt.clone()));
+                }
+                self.publish(Event::MessageSent {
+                    key: entry.key,
+                    space: entry.space,
+                    receipt,
+                });
+            }
+            Some(Settled::Failed(entry, error)) => {
+                self.persist(&entry, false);
+                for waiter in self.send_waiters.remove(&order).unwrap_or_default() {
+                    let _ = waiter.send(Err(error.clone()));
+                }
+                self.publish(Event::SendFailed {
+                    key: entry.key,
+                    space: entry.space,
+                    error,
+                });
+            }
+            // Closing, or the region could not be reached: it stays queued for next time.
+            Some(Settled::Retry(_)) | None => return,
+        }
+        self.pump();
+    }
+
+    // ----- cursors -----
+
+    fn flush_cursors(&mut self) {
+        self.cursor_flush_at = None;
+        let current: Vec<(SpaceId, Cursor)> = self
+            .sessions
+            .values()
+            .flat_map(|s| s.cursors().map(|(space, c)| (space.clone(), c)))
+            .collect();
+        for (space, cursor) in current {
+            if self.saved_cursors.get(&space) != Some(&cursor) {
+                let value = serde_json::to_vec(&cursor).unwrap_or_default();
+                let _ = self.writer.unbounded_send(StoreOp::Put {
+                    namespace: self.namespaces.cursors.clone(),
+                    key: space.to_string(),
+                    value,
+                    notify: None,
+                });
+                self.saved_cursors.insert(space, cursor);
             }
         }
     }
@@ -349,11 +756,18 @@ impl Engine {
     fn on_session_event(&mut self, region: &RegionId, event: SessionEvent) {
         match event {
             SessionEvent::Reply { request, result } => {
-                if let Some(tx) = self.replies.remove(&request) {
+                if let Some(order) = self.send_requests.remove(&request) {
+                    self.on_send_reply(order, result);
+                } else if let Some(tx) = self.replies.remove(&request) {
                     let _ = tx.send(result);
                 }
             }
-            SessionEvent::Message(m) => self.publish(Event::MessageReceived(m)),
+            SessionEvent::Message(m) => {
+                if self.cursor_flush_at.is_none() {
+                    self.cursor_flush_at = Some(self.driver.now() + CURSOR_FLUSH);
+                }
+                self.publish(Event::MessageReceived(m));
+            }
             SessionEvent::Presence(p) => self.publish(Event::PresenceChanged(p)),
             SessionEvent::Typing(t) => self.publish(Event::Typing(t)),
             SessionEvent::State(state) => self.publish(Event::ConnectionChanged {
@@ -376,6 +790,52 @@ impl Engine {
     fn publish(&mut self, event: Event) {
         self.subscribers
             .retain(|tx| tx.unbounded_send(event.clone()).is_ok());
+    }
+}
+
+async fn locate(directory: &Directory, space: &SpaceId) -> Result<(SpaceLocation, Region)> {
+    let loc = directory.locate_space(space).await?;
+    let doc = directory.federation().await?;
+    let region = doc.region(&loc.region).cloned().ok_or_else(|| {
+        Error::DirectoryUnavailable(format!(
+            "space {space} is housed in region {} which the federation document lacks",
+            loc.region
+        ))
+    })?;
+    Ok((loc, region))
+}
+
+/// Carries out store writes one at a time, in the order they were asked for.
+async fn store_writer(
+    store: Arc<dyn Store>,
+    mut ops: mpsc::UnboundedReceiver<StoreOp>,
+    io: mpsc::UnboundedSender<Io>,
+) {
+    while let Some(op) = ops.next().await {
+        match op {
+            StoreOp::Put {
+                namespace,
+                key,
+                value,
+                notify,
+            } => {
+                let result = store.put(&namespace, &key, value).await;
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, namespace, "store write failed");
+                }
+                if let Some(order) = notify {
+                    let _ = io.unbounded_send(Io::Persisted(order, result));
+                }
+            }
+            StoreOp::Delete { namespace, key } => {
+                if let Err(e) = store.delete(&namespace, &key).await {
+                    tracing::error!(error = %e, namespace, "store delete failed");
+                }
+            }
+            StoreOp::Barrier(done) => {
+                let _ = done.send(());
+            }
+        }
     }
 }
 

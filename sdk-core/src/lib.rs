@@ -11,7 +11,7 @@
 //! let client = Client::connect_native(ClientConfig::new("http://127.0.0.1:7700", "ana-token")).await?;
 //! let space = SpaceId::new("acme:general")?;
 //! client.join_space(&space).await?;
-//! let receipt = client.send_message(&space, "hello").await?;
+//! let receipt = client.send_message(&space, "hello").await?.await?;
 //! println!("stored as #{}", receipt.seq);
 //! # Ok(()) }
 //! ```
@@ -32,6 +32,6 @@ pub mod session;
 pub mod store;
 pub mod time;
 
-pub use client::{Client, ClientConfig, Event, JoinedSpace};
+pub use client::{Client, ClientConfig, Event, JoinedSpace, PendingSend};
 pub use error::{Error, ErrorCode, Result};
 pub use session::ConnectionState;

@@ -127,10 +127,21 @@ impl Outbox {
         Self::default()
     }
 
-    /// The outbox as an earlier run left it (entries read back from the store).
+    /// The outbox as an earlier run left it (entries read back from the store). When a
+    /// send has two records (a crash in the middle of a retry), the newer one wins.
     pub fn restore(entries: impl IntoIterator<Item = OutboxEntry>) -> Self {
+        let mut newest: std::collections::HashMap<IdempotencyKey, OutboxEntry> =
+            std::collections::HashMap::new();
+        for e in entries {
+            match newest.get(&e.key) {
+                Some(kept) if kept.order >= e.order => {}
+                _ => {
+                    newest.insert(e.key.clone(), e);
+                }
+            }
+        }
         let entries: BTreeMap<u64, OutboxEntry> =
-            entries.into_iter().map(|e| (e.order, e)).collect();
+            newest.into_values().map(|e| (e.order, e)).collect();
         let next_order = entries.keys().next_back().map_or(0, |o| o + 1);
         Self {
             entries,
@@ -383,6 +394,16 @@ mod tests {
         assert_eq!(a3.order, 2);
         assert_eq!(keys(&restored.take_ready()), ["a1"]);
         assert!(OutboxEntry::decode(b"{broken").is_err());
+        // A crash mid-retry leaves two records of one send: the newer wins.
+        let mut stale = OutboxEntry::decode(&stored[0]).unwrap();
+        stale.order = 7;
+        let twice = Outbox::restore(
+            stored
+                .iter()
+                .map(|b| OutboxEntry::decode(b).unwrap())
+                .chain([stale]),
+        );
+        assert_eq!(keys(&twice.list()), ["a2", "a1"]);
         assert!(o.add(key("a1"), space("a"), "dup".into(), None).is_err());
     }
 

@@ -29,7 +29,7 @@ pub trait Store: MaybeSend + 'static {
 
 fn check_name(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
-        && name.len() <= 128
+        && name.len() <= 200
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))

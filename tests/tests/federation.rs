@@ -155,7 +155,11 @@ async fn a_region_restarted_mid_test_is_reconnected_and_resubscribed_without_the
     let (sam, mut sam_ev) = client(&fed, "sam").await;
     ana.join_space(&general).await.unwrap();
     sam.join_space(&general).await.unwrap();
-    sam.send_message(&general, "before").await.unwrap();
+    sam.send_message(&general, "before")
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     messages(&mut ana_ev, 1, 5).await;
 
     fed.stop_region(&region("eu-west")).await.unwrap();
@@ -163,7 +167,7 @@ async fn a_region_restarted_mid_test_is_reconnected_and_resubscribed_without_the
     let pending = {
         let sam = sam.clone();
         let general = general.clone();
-        tokio::spawn(async move { sam.send_message(&general, "during").await })
+        tokio::spawn(async move { sam.send_message(&general, "during").await?.await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     fed.start_region(&region("eu-west")).await.unwrap();
@@ -173,7 +177,11 @@ async fn a_region_restarted_mid_test_is_reconnected_and_resubscribed_without_the
         .unwrap()
         .unwrap();
     assert_eq!(receipt.seq, 2);
-    sam.send_message(&general, "after").await.unwrap();
+    sam.send_message(&general, "after")
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 
     let got = messages(&mut ana_ev, 2, 10).await;
     let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
@@ -257,7 +265,12 @@ async fn a_dm_both_policies_permit_is_created_and_carries_messages() {
     assert_eq!(again.space, dm.space, "one DM per pair");
     sam.join_space(&dm.space).await.unwrap();
     chloe.join_space(&dm.space).await.unwrap();
-    chloe.send_message(&dm.space, "hi sam").await.unwrap();
+    chloe
+        .send_message(&dm.space, "hi sam")
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     for ev in [&mut sam_ev, &mut chloe_ev] {
         assert_eq!(messages(ev, 1, 5).await[0].body, "hi sam");
     }
@@ -274,7 +287,11 @@ async fn history_returns_pages_oldest_first() {
     let (sam, _) = client(&fed, "sam").await;
     let random = space("globex:random");
     for i in 1..=5 {
-        sam.send_message(&random, &format!("m{i}")).await.unwrap();
+        sam.send_message(&random, &format!("m{i}"))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
     let newest = sam.history(&random, None, 2).await.unwrap();
     assert_eq!(newest.iter().map(|m| m.seq).collect::<Vec<_>>(), [4, 5]);
@@ -343,7 +360,11 @@ async fn bad_input_from_the_app_gets_a_typed_error_and_sends_nothing() {
     let err = sam.create_dm(&user("sam")).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidInput, "{err}");
     // The client still works.
-    sam.send_message(&launch, "still here").await.unwrap();
+    sam.send_message(&launch, "still here")
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     fed.shutdown().await;
 }
 

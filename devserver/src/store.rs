@@ -171,7 +171,7 @@ fn message_number(id: &MessageId) -> Option<u64> {
     id.as_str().rsplit('-').next()?.parse().ok()
 }
 
-/// 8 bytes from the platform's secure random source, as 16 hex characters.
+/// `bytes` bytes from the platform's secure random source, as hex.
 pub(crate) fn random_hex(bytes: usize) -> Result<String, DevserverError> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| DevserverError::NoRandomSource(e.to_string()))?;
@@ -287,8 +287,8 @@ impl RegionStore {
         ))
     }
 
-    /// The records that reproduce `inner` and `dms` (the held messages and the
-    /// remembered keys of dropped ones are not separable: the held messages only).
+    /// Records that reproduce `inner` and `dms`: the DMs and the held messages with their
+    /// keys (the remembered keys of dropped messages are not carried over).
     fn records_of(inner: &StoreInner, dms: &[LoadedDm]) -> Vec<Record> {
         let mut records: Vec<Record> = dms
             .iter()

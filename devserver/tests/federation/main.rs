@@ -2,8 +2,14 @@
 //! regions over raw Engine.IO / Socket.IO frames.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod advertise;
+mod binary;
 mod directory;
 mod dms;
+mod epochs;
+mod persistence;
 mod regions;
 mod restart;
+mod retention;
 mod support;
+mod tokens;

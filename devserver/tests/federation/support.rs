@@ -2,6 +2,9 @@
 //! `meridian::codec`, and helpers to start a federation.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use devserver::{Federation, FederationConfig};
@@ -26,6 +29,61 @@ pub async fn federation() -> Federation {
     Federation::start(FederationConfig::default_three_regions())
         .await
         .unwrap()
+}
+
+/// A fresh, empty directory under cargo's per-target temp dir (removed by the caller when
+/// the test passes; left behind for inspection when it fails).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "devserver-{name}-{}-{n}-{nanos}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Forwards every TCP connection it accepts to `target`; counts them.
+pub struct TcpProxy {
+    pub addr: std::net::SocketAddr,
+    pub accepted: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: std::net::SocketAddr) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        TcpProxy {
+            addr,
+            accepted,
+            task,
+        }
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// What the reader task hands over.
@@ -210,6 +268,20 @@ impl RawClient {
     /// Joins a space (no catch-up) and returns the reply.
     pub async fn join(&mut self, space: &str) -> Value {
         self.ok("space:join", json!({"space": space})).await
+    }
+
+    /// Joins a space catching up from `since` (in `epoch`, if given); returns the reply.
+    pub async fn join_since(
+        &mut self,
+        space: &str,
+        since: u64,
+        epoch: Option<&str>,
+    ) -> meridian::protocol::JoinReply {
+        let mut req = json!({"space": space, "since": since});
+        if let Some(e) = epoch {
+            req["epoch"] = json!(e);
+        }
+        serde_json::from_value(self.ok("space:join", req).await).unwrap()
     }
 
     /// Sends a message and returns the receipt.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use futures::Stream;
 use futures::channel::{mpsc, oneshot};
 
+use crate::credentials::{Credentials, Token, TokenProvider};
 use crate::directory::{Directory, DirectoryConfig};
 use crate::driver::Driver;
 use crate::engine::{Accepted, Command, Engine, EngineSetup, Namespaces};
@@ -23,7 +24,7 @@ use crate::model::{
 use crate::outbox::{Outbox, OutboxEntry};
 use crate::policy;
 use crate::protocol::{DmCreateRequest, HistoryRequest, MAX_PAGE, PresenceRequest, TypingEvent};
-use crate::secret::{self, Secret};
+use crate::secret;
 use crate::session::{Cursor, Request, Response, SessionConfig};
 use crate::store::{MemoryStore, Store};
 
@@ -34,8 +35,11 @@ pub use crate::engine::Event;
 pub struct ClientConfig {
     /// The directory's base URL, e.g. `https://directory.example.com`.
     pub directory_url: String,
-    /// The user's bearer token.
+    /// The user's bearer token. May be empty when a token provider is set: the first
+    /// token then comes from the provider.
     pub token: String,
+    /// Renews the token before it expires and when it is rejected (see [`TokenProvider`]).
+    pub token_provider: Option<Arc<dyn TokenProvider>>,
     /// Region session tunables.
     pub session: SessionConfig,
     /// Directory cache tunables.
@@ -52,10 +56,17 @@ impl ClientConfig {
         Self {
             directory_url: directory_url.into(),
             token: token.into(),
+            token_provider: None,
             session: SessionConfig::default(),
             directory: DirectoryConfig::default(),
             store: Arc::new(MemoryStore::new()),
         }
+    }
+
+    /// The same configuration with a token provider.
+    pub fn with_token_provider(mut self, provider: Arc<dyn TokenProvider>) -> Self {
+        self.token_provider = Some(provider);
+        self
     }
 
     /// The same configuration with another store.
@@ -164,10 +175,19 @@ impl Client {
     /// Region sockets open lazily, when a space there is first used; sends left over from
     /// an earlier run go out at once.
     pub async fn connect(config: ClientConfig, driver: Arc<dyn Driver>) -> Result<Self> {
-        let token = Secret::new(config.token)?;
+        let first = match (&config.token_provider, config.token.trim().is_empty()) {
+            (Some(provider), true) => provider.fetch_token().await.map_err(|e| {
+                Error::Unauthorized(format!("the token provider gave no token: {e}"))
+            })?,
+            _ => Token {
+                value: config.token.clone(),
+                expires_at_ms: None,
+            },
+        };
+        let credentials = Arc::new(Credentials::new(first, config.token_provider.clone())?);
         let directory = Arc::new(Directory::new(
             &config.directory_url,
-            token.clone(),
+            credentials.clone(),
             config.directory,
             driver.clone(),
         )?);
@@ -197,7 +217,7 @@ impl Client {
         let engine = Engine::new(EngineSetup {
             driver: driver.clone(),
             ctx: ctx.clone(),
-            token,
+            credentials,
             config: config.session,
             directory: directory.clone(),
             store: config.store.clone(),

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use crate::credentials::Credentials;
 use crate::driver::{Driver, HttpMethod, HttpRequest};
 use crate::error::{Error, Result};
 use crate::model::{FederationDoc, SessionInfo, SpaceId, SpaceLocation, UserId, UserLocation};
@@ -46,7 +47,7 @@ struct Cache {
 /// The client's view of the directory.
 pub struct Directory {
     base_url: String,
-    token: Secret,
+    credentials: Arc<Credentials>,
     config: DirectoryConfig,
     driver: Arc<dyn Driver>,
     cache: Mutex<Cache>,
@@ -61,10 +62,11 @@ impl std::fmt::Debug for Directory {
 }
 
 impl Directory {
-    /// A directory at `base_url` (e.g. `http://127.0.0.1:7700`), asked with `token`.
-    pub fn new(
+    /// A directory at `base_url` (e.g. `http://127.0.0.1:7700`), asked with the token of
+    /// `credentials` (renewed and asked again once when the directory rejects it).
+    pub(crate) fn new(
         base_url: &str,
-        token: Secret,
+        credentials: Arc<Credentials>,
         config: DirectoryConfig,
         driver: Arc<dyn Driver>,
     ) -> Result<Self> {
@@ -75,7 +77,7 @@ impl Directory {
         }
         Ok(Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
-            token,
+            credentials,
             config,
             driver,
             cache: Mutex::new(Cache::default()),
@@ -184,10 +186,26 @@ impl Directory {
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str, method: HttpMethod) -> Result<T> {
+        let (token, generation) = self.credentials.current();
+        match self.ask(path, method, &token).await {
+            Err(Error::Unauthorized(_)) if self.credentials.renewable() => {
+                let token = self.credentials.renew(generation).await?;
+                self.ask(path, method, &token).await
+            }
+            other => other,
+        }
+    }
+
+    async fn ask<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        method: HttpMethod,
+        token: &Secret,
+    ) -> Result<T> {
         let request = HttpRequest {
             method,
             url: format!("{}{path}", self.base_url),
-            bearer: Some(self.token.expose().to_owned()),
+            bearer: Some(token.expose().to_owned()),
         };
         let response = self.driver.http(request).await?;
         match response.status {

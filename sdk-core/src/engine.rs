@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, SinkExt, StreamExt};
 
+use crate::credentials::Credentials;
 use crate::directory::Directory;
 use crate::driver::{BoxFuture, Driver};
 use crate::error::{Error, Result};
@@ -29,6 +30,7 @@ use crate::session::{
     SessionConfig, SessionEvent,
 };
 use crate::store::Store;
+use crate::time::Instant;
 
 /// How long the engine waits before asking the directory again for a send's space.
 const LOCATE_RETRY: Duration = Duration::from_secs(1);
@@ -168,6 +170,8 @@ enum Io {
     Closed(RegionId, ConnId, String),
     /// An outbox entry's write finished.
     Persisted(u64, Result<()>),
+    /// The token provider answered.
+    TokenRenewed(Result<Secret>),
     /// The directory answered where a send's space is.
     Located(u64, Result<(SpaceLocation, Region)>),
 }
@@ -192,7 +196,7 @@ enum StoreOp {
 pub(crate) struct Engine {
     driver: Arc<dyn Driver>,
     ctx: UserContext,
-    token: Secret,
+    credentials: Arc<Credentials>,
     config: SessionConfig,
     sessions: BTreeMap<RegionId, RegionSession>,
     regions: HashMap<RegionId, Region>,
@@ -225,13 +229,17 @@ pub(crate) struct Engine {
     restored_cursors: HashMap<SpaceId, Cursor>,
     saved_cursors: HashMap<SpaceId, Cursor>,
     cursor_flush_at: Option<crate::time::Instant>,
+    /// Whether a token renewal is under way.
+    renewing: bool,
+    /// When to renew the token before it expires.
+    token_refresh_at: Option<Instant>,
 }
 
 /// What an engine starts from.
 pub(crate) struct EngineSetup {
     pub(crate) driver: Arc<dyn Driver>,
     pub(crate) ctx: UserContext,
-    pub(crate) token: Secret,
+    pub(crate) credentials: Arc<Credentials>,
     pub(crate) config: SessionConfig,
     pub(crate) directory: Arc<Directory>,
     pub(crate) store: Arc<dyn Store>,
@@ -244,7 +252,7 @@ impl Engine {
         let EngineSetup {
             driver,
             ctx,
-            token,
+            credentials,
             config,
             directory,
             store,
@@ -258,7 +266,7 @@ impl Engine {
             namespaces: Namespaces::for_user(&ctx.user),
             driver,
             ctx,
-            token,
+            credentials,
             config,
             sessions: BTreeMap::new(),
             regions: HashMap::new(),
@@ -283,6 +291,8 @@ impl Engine {
             saved_cursors: cursors.clone(),
             restored_cursors: cursors,
             cursor_flush_at: None,
+            renewing: false,
+            token_refresh_at: None,
         }
     }
 
@@ -292,6 +302,7 @@ impl Engine {
         };
         // Sends left over from an earlier run go out first.
         self.pump();
+        self.schedule_token_refresh();
         loop {
             self.flush();
             let now = self.driver.now();
@@ -301,6 +312,7 @@ impl Engine {
                 .filter_map(|s| s.poll_timeout())
                 .chain(self.locate_retry_at)
                 .chain(self.cursor_flush_at)
+                .chain(self.token_refresh_at)
                 .min();
             let timer: BoxFuture<'static, ()> = match next {
                 Some(at) => self.driver.sleep(at.saturating_since(now)),
@@ -335,6 +347,10 @@ impl Engine {
                     }
                     if self.cursor_flush_at.is_some_and(|t| now >= t) {
                         self.flush_cursors();
+                    }
+                    if self.token_refresh_at.is_some_and(|t| now >= t) {
+                        self.token_refresh_at = None;
+                        self.renew_token();
                     }
                 }
             }
@@ -467,14 +483,17 @@ impl Engine {
     fn session(&mut self, region: &Region) -> &mut RegionSession {
         self.regions.insert(region.id.clone(), region.clone());
         let seed = self.rng.u64(..);
+        let credentials = &self.credentials;
         self.sessions.entry(region.id.clone()).or_insert_with(|| {
-            RegionSession::new(
+            let mut session = RegionSession::new(
                 region.id.clone(),
                 &region.socket_url,
-                self.token.expose().to_owned(),
+                credentials.current().0.expose().to_owned(),
                 self.config,
                 seed,
-            )
+            );
+            session.set_renewable(credentials.renewable());
+            session
         })
     }
 
@@ -498,6 +517,7 @@ impl Engine {
                 }
             }
             Io::Persisted(order, result) => self.on_persisted(order, result),
+            Io::TokenRenewed(result) => self.on_token_renewed(result),
             Io::Located(order, result) => self.on_located(order, result),
         }
     }
@@ -654,6 +674,57 @@ impl Engine {
         self.pump();
     }
 
+    // ----- the token -----
+
+    fn renew_token(&mut self) {
+        if self.renewing || !self.credentials.renewable() {
+            return;
+        }
+        self.renewing = true;
+        let credentials = self.credentials.clone();
+        let io = self.io_tx.clone();
+        let (_, generation) = credentials.current();
+        self.driver.spawn(Box::pin(async move {
+            let result = credentials.renew(generation).await;
+            let _ = io.unbounded_send(Io::TokenRenewed(result));
+        }));
+    }
+
+    fn on_token_renewed(&mut self, result: Result<Secret>) {
+        self.renewing = false;
+        let now = self.driver.now();
+        match result {
+            Ok(token) => {
+                for session in self.sessions.values_mut() {
+                    session.set_token(token.expose().to_owned(), now);
+                }
+                self.schedule_token_refresh();
+            }
+            Err(e) => {
+                tracing::warn!(code = %e.code(), "token renewal failed");
+                for session in self.sessions.values_mut() {
+                    if session.awaits_token() {
+                        session.abort(&e, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Renews ahead of expiry: a fifth of the remaining lifetime early, at most a minute.
+    fn schedule_token_refresh(&mut self) {
+        self.token_refresh_at = None;
+        let Some(expires) = self.credentials.expires_at_ms() else {
+            return;
+        };
+        if !self.credentials.renewable() {
+            return;
+        }
+        let remaining = expires.saturating_sub(self.driver.unix_time_ms());
+        let margin = (remaining / 5).min(60_000);
+        self.token_refresh_at = Some(self.driver.now() + Duration::from_millis(remaining - margin));
+    }
+
     // ----- cursors -----
 
     fn flush_cursors(&mut self) {
@@ -777,6 +848,7 @@ impl Engine {
             SessionEvent::SubscriptionLost { space, error } => {
                 self.publish(Event::SubscriptionLost { space, error });
             }
+            SessionEvent::TokenRejected => self.renew_token(),
             SessionEvent::ContinuityLost { space, from, to } => {
                 self.publish(Event::ContinuityLost { space, from, to });
             }

@@ -19,6 +19,7 @@
 pub mod backoff;
 pub mod client;
 pub mod codec;
+pub mod credentials;
 pub mod directory;
 pub mod driver;
 mod engine;
@@ -33,5 +34,6 @@ pub mod store;
 pub mod time;
 
 pub use client::{Client, ClientConfig, Event, JoinedSpace, PendingSend};
+pub use credentials::{Token, TokenProvider};
 pub use error::{Error, ErrorCode, Result};
 pub use session::ConnectionState;

@@ -68,6 +68,9 @@ impl Default for SessionConfig {
     }
 }
 
+/// A region that rejects renewed tokens this many times in a row is believed: the work fails.
+const MAX_AUTH_REJECTIONS: u32 = 2;
+
 /// Identifies one transport (one WebSocket) of a session; events of old transports are ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
@@ -167,6 +170,9 @@ pub enum SessionEvent {
     Typing(TypingEvent),
     /// The connection state changed.
     State(ConnectionState),
+    /// The region rejected the token: the engine should renew it and call
+    /// [`RegionSession::set_token`]. Nothing is failed meanwhile.
+    TokenRejected,
     /// A subscription could not be restored (the region refused the rejoin).
     SubscriptionLost {
         /// The space.
@@ -244,6 +250,8 @@ enum State {
     },
     /// The platform says there is no network: wait for it rather than burn retries.
     Offline,
+    /// The region rejected the token; waiting for a new one.
+    AwaitingToken,
     Closed,
 }
 
@@ -313,6 +321,9 @@ pub struct RegionSession {
     online: bool,
     /// The time of the latest input: sans-IO code knows only the time it is given.
     now: Instant,
+    renewable: bool,
+    /// Consecutive rejections of the token since the last successful connect.
+    auth_rejections: u32,
     outputs: VecDeque<Output>,
 }
 
@@ -347,6 +358,8 @@ impl RegionSession {
             idle_since: None,
             online: true,
             now: Instant::default(),
+            renewable: false,
+            auth_rejections: 0,
             outputs: VecDeque::new(),
         }
     }
@@ -360,9 +373,10 @@ impl RegionSession {
     pub fn connection_state(&self) -> ConnectionState {
         match self.state {
             State::Idle => ConnectionState::Idle,
-            State::Connecting { .. } | State::Handshaking { .. } | State::Authenticating { .. } => {
-                ConnectionState::Connecting
-            }
+            State::Connecting { .. }
+            | State::Handshaking { .. }
+            | State::Authenticating { .. }
+            | State::AwaitingToken => ConnectionState::Connecting,
             State::Open { .. } => ConnectionState::Connected,
             State::BackingOff { retry_in, .. } => ConnectionState::Reconnecting {
                 attempt: self.attempt,
@@ -413,8 +427,24 @@ impl RegionSession {
     }
 
     /// Replaces the token used at the next authentication.
-    pub fn set_token(&mut self, token: String) {
+    pub fn set_token(&mut self, token: String, now: Instant) {
+        self.now = self.now.max(now);
         self.auth.token = token;
+        if self.state == State::AwaitingToken {
+            self.connect(now);
+        }
+    }
+
+    /// Whether the session waits for a new token.
+    pub fn awaits_token(&self) -> bool {
+        self.state == State::AwaitingToken
+    }
+
+    /// Says whether the engine can renew the token. When it can, a region's rejection of
+    /// the token parks the session ([`SessionEvent::TokenRejected`]) until
+    /// [`Self::set_token`] instead of failing its work.
+    pub fn set_renewable(&mut self, renewable: bool) {
+        self.renewable = renewable;
     }
 
     /// The next thing the driver must do.
@@ -432,7 +462,7 @@ impl RegionSession {
                 heartbeat_deadline, ..
             } => Some(heartbeat_deadline),
             State::BackingOff { until, .. } => Some(until),
-            State::Idle | State::Offline | State::Closed => None,
+            State::Idle | State::Offline | State::AwaitingToken | State::Closed => None,
         };
         let request = self.requests.values().filter_map(|r| r.deadline).min();
         let unanswered = self
@@ -996,6 +1026,7 @@ impl RegionSession {
         match (self.state, kind) {
             (State::Authenticating { heartbeat, .. }, SioPacketKind::Connect(_)) => {
                 self.attempt = 0;
+                self.auth_rejections = 0;
                 self.set_state(State::Open {
                     conn,
                     heartbeat,
@@ -1013,6 +1044,18 @@ impl RegionSession {
             (State::Authenticating { .. }, SioPacketKind::ConnectError(data)) => {
                 let error = connect_error(&data);
                 tracing::info!(region = %self.region, code = %error.code(), "region refused the connection");
+                if error.code() == crate::ErrorCode::Unauthorized
+                    && self.renewable
+                    && self.auth_rejections < MAX_AUTH_REJECTIONS
+                {
+                    // Keep every request and subscription: the engine fetches a new token
+                    // and the session carries on with it.
+                    self.auth_rejections += 1;
+                    self.drop_transport();
+                    self.set_state(State::AwaitingToken);
+                    self.push_event(SessionEvent::TokenRejected);
+                    return Ok(());
+                }
                 self.fail_everything(&error);
                 self.drop_transport();
                 self.set_state(State::Idle);

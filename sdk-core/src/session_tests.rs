@@ -634,3 +634,48 @@ fn a_request_the_region_never_answers_makes_the_session_reconnect_and_send_it_ag
     let (name, _, arg) = r.take_emit();
     assert_eq!((name.as_str(), &arg["key"]), ("message:send", &json!("k")));
 }
+
+#[test]
+fn a_rejected_token_parks_the_work_until_a_new_one_comes_and_then_carries_on() {
+    let mut r = Region::new();
+    r.session.set_renewable(true);
+    r.request(1, Request::Join(SpaceId::new_unchecked("s")));
+    let conn = r.conn.unwrap();
+    r.session.handle_transport_open(conn, r.now);
+    r.frame(HANDSHAKE);
+    r.sent.clear();
+    r.frame(&EioPacket::Message("4{\"message\":\"unauthorized: token expired\"}".into()).encode());
+    assert!(r.events.contains(&SessionEvent::TokenRejected));
+    assert!(r.reply(1).is_none(), "nothing failed");
+    assert!(r.session.awaits_token());
+    assert_eq!(
+        r.session.poll_timeout(),
+        Some(r.now + Duration::from_secs(30)),
+        "no reconnect attempt until a token comes: only the join's own deadline"
+    );
+    r.session.set_token("fresh".into(), r.now);
+    r.drain();
+    let conn = r.conn.expect("reconnects with the new token");
+    r.session.handle_transport_open(conn, r.now);
+    r.frame(HANDSHAKE);
+    let auth = r.sent.pop().unwrap();
+    assert_eq!(
+        auth.kind,
+        SioPacketKind::Connect(Some(json!({"token": "fresh", "protocol": 1})))
+    );
+    // Rejected again, and again: the region means it.
+    r.frame(&EioPacket::Message("4{\"message\":\"unauthorized: no\"}".into()).encode());
+    r.session.set_token("fresher".into(), r.now);
+    r.drain();
+    let conn = r.conn.unwrap();
+    r.session.handle_transport_open(conn, r.now);
+    r.frame(HANDSHAKE);
+    r.frame(&EioPacket::Message("4{\"message\":\"unauthorized: no\"}".into()).encode());
+    let Some(Err(e)) = r.reply(1) else {
+        panic!(
+            "expected the join to fail after repeated rejections: {:?}",
+            r.events
+        )
+    };
+    assert_eq!(e.code(), crate::ErrorCode::Unauthorized);
+}

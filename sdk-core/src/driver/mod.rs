@@ -89,6 +89,8 @@ pub struct HttpResponse {
 pub trait Driver: MaybeSend + 'static {
     /// Now, on a monotonic clock.
     fn now(&self) -> Instant;
+    /// Now, on the wall clock (ms since the Unix epoch): only to tell when a token expires.
+    fn unix_time_ms(&self) -> u64;
     /// Runs a future in the background.
     fn spawn(&self, task: BoxFuture<'static, ()>);
     /// A future that completes after `duration`.

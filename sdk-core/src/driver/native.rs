@@ -46,6 +46,12 @@ impl Driver for TokioDriver {
         Instant::from_millis(ms)
     }
 
+    fn unix_time_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
     fn spawn(&self, task: BoxFuture<'static, ()>) {
         self.handle.spawn(task);
     }

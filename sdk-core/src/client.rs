@@ -428,6 +428,13 @@ impl Client {
         }
     }
 
+    /// The state of the client as a whole (see [`Event::OverallConnectionChanged`]).
+    pub async fn connection_state(&self) -> Result<crate::ConnectionState> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::OverallState(tx))?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
     /// Tells the client the platform's network went offline or came back (browser
     /// online/offline events, mobile reachability): recovery starts at once.
     pub fn network_changed(&self, online: bool) {

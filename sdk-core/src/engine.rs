@@ -61,6 +61,9 @@ pub enum Event {
     PresenceChanged(crate::protocol::PresenceEvent),
     /// A member started or stopped typing.
     Typing(TypingEvent),
+    /// The state of the client as a whole changed (see [`aggregate`]): what an app shows
+    /// in its status bar.
+    OverallConnectionChanged(ConnectionState),
     /// The connection to a region changed state.
     ConnectionChanged {
         /// The region.
@@ -135,6 +138,7 @@ pub(crate) enum Command {
         event: TypingEvent,
     },
     ConnectedRegions(oneshot::Sender<Vec<Region>>),
+    OverallState(oneshot::Sender<ConnectionState>),
     Subscribe(mpsc::UnboundedSender<Event>),
     Notify(Event),
     NetworkChanged(bool),
@@ -233,6 +237,7 @@ pub(crate) struct Engine {
     renewing: bool,
     /// When to renew the token before it expires.
     token_refresh_at: Option<Instant>,
+    overall: ConnectionState,
 }
 
 /// What an engine starts from.
@@ -293,6 +298,7 @@ impl Engine {
             cursor_flush_at: None,
             renewing: false,
             token_refresh_at: None,
+            overall: ConnectionState::Idle,
         }
     }
 
@@ -447,6 +453,9 @@ impl Engine {
                     .filter_map(|s| self.regions.get(s.region()).cloned())
                     .collect();
                 let _ = reply.send(regions);
+            }
+            Command::OverallState(reply) => {
+                let _ = reply.send(self.overall);
             }
             Command::Subscribe(tx) => self.subscribers.push(tx),
             Command::Notify(event) => self.publish(event),
@@ -841,10 +850,17 @@ impl Engine {
             }
             SessionEvent::Presence(p) => self.publish(Event::PresenceChanged(p)),
             SessionEvent::Typing(t) => self.publish(Event::Typing(t)),
-            SessionEvent::State(state) => self.publish(Event::ConnectionChanged {
-                region: region.clone(),
-                state,
-            }),
+            SessionEvent::State(state) => {
+                self.publish(Event::ConnectionChanged {
+                    region: region.clone(),
+                    state,
+                });
+                let overall = aggregate(self.sessions.values().map(|s| s.connection_state()));
+                if overall != self.overall {
+                    self.overall = overall;
+                    self.publish(Event::OverallConnectionChanged(overall));
+                }
+            }
             SessionEvent::SubscriptionLost { space, error } => {
                 self.publish(Event::SubscriptionLost { space, error });
             }
@@ -862,6 +878,37 @@ impl Engine {
     fn publish(&mut self, event: Event) {
         self.subscribers
             .retain(|tx| tx.unbounded_send(event.clone()).is_ok());
+    }
+}
+
+/// The state of the client as a whole, from the states of its regions: `Idle` when no
+/// region is in use; `Offline` when the platform reported no network; `Connected` when
+/// every region in use is; `Reconnecting` when any region is (with the largest attempt
+/// count and the soonest retry); `Connecting` otherwise.
+pub fn aggregate(states: impl IntoIterator<Item = ConnectionState>) -> ConnectionState {
+    let in_use: Vec<ConnectionState> = states
+        .into_iter()
+        .filter(|s| !matches!(s, ConnectionState::Idle | ConnectionState::Closed))
+        .collect();
+    if in_use.is_empty() {
+        return ConnectionState::Idle;
+    }
+    if in_use.contains(&ConnectionState::Offline) {
+        return ConnectionState::Offline;
+    }
+    if in_use.iter().all(|s| *s == ConnectionState::Connected) {
+        return ConnectionState::Connected;
+    }
+    let reconnecting = in_use.iter().filter_map(|s| match s {
+        ConnectionState::Reconnecting { attempt, retry_in } => Some((*attempt, *retry_in)),
+        _ => None,
+    });
+    let worst = reconnecting.fold(None, |acc: Option<(u32, Duration)>, (a, r)| {
+        Some(acc.map_or((a, r), |(aa, rr)| (aa.max(a), rr.min(r))))
+    });
+    match worst {
+        Some((attempt, retry_in)) => ConnectionState::Reconnecting { attempt, retry_in },
+        None => ConnectionState::Connecting,
     }
 }
 
@@ -962,6 +1009,31 @@ async fn transport(
                     return;
                 }
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_overall_state_is_the_worst_of_the_regions_in_use() {
+        use ConnectionState::*;
+        let retry = |attempt, ms| Reconnecting {
+            attempt,
+            retry_in: Duration::from_millis(ms),
+        };
+        let cases = [
+            (vec![], Idle),
+            (vec![Idle, Closed], Idle),
+            (vec![Connected, Idle], Connected),
+            (vec![Connected, Connecting], Connecting),
+            (vec![Connected, retry(2, 500), retry(4, 900)], retry(4, 500)),
+            (vec![retry(1, 100), Offline], Offline),
+        ];
+        for (regions, expected) in cases {
+            assert_eq!(aggregate(regions.clone()), expected, "{regions:?}");
         }
     }
 }

@@ -22,7 +22,7 @@ pub mod codec;
 pub mod credentials;
 pub mod directory;
 pub mod driver;
-mod engine;
+pub mod engine;
 pub mod error;
 pub mod model;
 pub mod outbox;

@@ -397,6 +397,11 @@ mod tests {
     fn the_default_federation_round_trips_through_json() {
         let c = FederationConfig::default_three_regions().with_fixed_ports(7700);
         let json = serde_json::to_string_pretty(&c).unwrap();
+        assert!(!json.contains("data_dir") && !json.contains("retention"));
+        let back: FederationConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+        let c = c.with_data_dir("/tmp/fed").with_retention(Some(10));
+        let json = serde_json::to_string_pretty(&c).unwrap();
         let back: FederationConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, c);
     }

@@ -112,8 +112,9 @@ impl Journal {
                     records.push(record);
                 }
                 Err(e) if last => {
+                    // Not the error's text: serde may quote the line's content in it.
                     tracing::warn!(
-                        file = %path.display(), line = index + 1, error = %e,
+                        file = %path.display(), line = index + 1, problem = ?e.classify(),
                         "the last line of the data file is incomplete (killed mid-write?): skipped"
                     );
                     // Everything up to the last newline is kept.
@@ -123,7 +124,8 @@ impl Journal {
                 }
                 Err(e) => {
                     tracing::warn!(
-                        file = %path.display(), line = index + 1, error = %e,
+                        file = %path.display(), line = index + 1, problem = ?e.classify(),
+                        column = e.column(),
                         "a line of the data file does not parse: skipped"
                     );
                 }

@@ -291,6 +291,7 @@ mod tests {
         drop(start);
         let _compile_time_only = |fed: &Federation, r: &RegionId| {
             is_send(&fed.restart_region(r));
+            is_send(&fed.restart_region_without_state(r));
         };
     }
 }

@@ -636,4 +636,76 @@ mod tests {
         let (m, _) = stored(store.append(&send("a", "k1"), &ana));
         assert_eq!(m.seq, 1, "a wiped store forgot the keys as well");
     }
+
+    #[test]
+    fn a_reload_reads_a_hole_in_the_file_as_past_retention_and_skips_repeats() {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).unwrap();
+        let tag: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!("devserver-store-hole-{tag}"));
+        let region = RegionId::new_unchecked("eu-west");
+        let (mut j, _) = Journal::open(&journal::file_for(&dir, &region)).unwrap();
+        let record = |seq: u64, key: &str| Record::Message {
+            key: IdempotencyKey::new_unchecked(key),
+            message: Message {
+                space: SpaceId::new_unchecked("a"),
+                seq,
+                id: MessageId::new_unchecked(format!("eu-west-0123abcd-{seq}")),
+                sender: UserId::new_unchecked("ana"),
+                body: "hi".into(),
+                sent_at_ms: 1,
+                trace: None,
+            },
+        };
+        j.append(&Record::Epoch {
+            format: FORMAT,
+            epoch: "0123abcd0123abcd".into(),
+        })
+        .unwrap();
+        for r in [
+            record(1, "k1"),
+            record(3, "k3"),
+            record(3, "k3-again"),
+            record(2, "k2"),
+            record(4, "k1"),
+        ] {
+            j.append(&r).unwrap();
+        }
+        drop(j);
+        let (store, dms) = RegionStore::open(region, None, &dir).unwrap();
+        assert!(dms.is_empty());
+        assert_eq!(store.epoch(), "0123abcd0123abcd");
+        let r = join(&store, Some(0), Some("0123abcd0123abcd"));
+        assert_eq!((r.head_seq, r.oldest_seq), (3, 3));
+        assert_eq!(seqs(&r.missed), vec![3]);
+        let ana = UserId::new_unchecked("ana");
+        // Keys of what was lost from the file are still known where they were read.
+        assert!(matches!(
+            store.append(&send("a", "k1"), &ana),
+            Append::Duplicate(_)
+        ));
+        let (m, _) = stored(store.append(&send("a", "k5"), &ana));
+        assert_eq!(m.seq, 4);
+        assert!(m.id.as_str().ends_with("-4"), "ids keep counting: {}", m.id);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_data_file_of_a_newer_format_is_refused_not_misread() {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).unwrap();
+        let tag: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!("devserver-store-format-{tag}"));
+        let region = RegionId::new_unchecked("eu-west");
+        let (mut j, _) = Journal::open(&journal::file_for(&dir, &region)).unwrap();
+        j.append(&Record::Epoch {
+            format: FORMAT + 1,
+            epoch: "e".into(),
+        })
+        .unwrap();
+        drop(j);
+        let err = RegionStore::open(region, None, &dir).err().unwrap();
+        assert!(err.to_string().contains("format"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -32,6 +32,9 @@ pub enum ErrorCode {
     Moved,
     /// The transport failed (connection refused, reset, ...).
     Transport,
+    /// A sealed payload or a signed document failed its check (tampered, replayed into
+    /// another context, sealed to another key, signed by an unknown key, expired, rolled back).
+    Integrity,
     /// The server failed in a way it did not classify.
     Internal,
 }
@@ -50,6 +53,7 @@ impl ErrorCode {
             Self::Protocol => "protocol",
             Self::Moved => "moved",
             Self::Transport => "transport",
+            Self::Integrity => "integrity",
             Self::Internal => "internal",
         }
     }
@@ -67,6 +71,7 @@ impl ErrorCode {
             "protocol" => Self::Protocol,
             "moved" => Self::Moved,
             "transport" => Self::Transport,
+            "integrity" => Self::Integrity,
             _ => Self::Internal,
         }
     }
@@ -116,6 +121,9 @@ pub enum Error {
     /// The transport failed.
     #[error("transport error: {0}")]
     Transport(String),
+    /// A sealed payload or signed document failed its check.
+    #[error("integrity check failed: {0}")]
+    Integrity(String),
     /// The server reported a failure it did not classify.
     #[error("internal error: {0}")]
     Internal(String),
@@ -135,6 +143,7 @@ impl Error {
             Self::Protocol(_) => ErrorCode::Protocol,
             Self::Moved(_) => ErrorCode::Moved,
             Self::Transport(_) => ErrorCode::Transport,
+            Self::Integrity(_) => ErrorCode::Integrity,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -159,6 +168,7 @@ impl Error {
             ErrorCode::Protocol => Self::Protocol(msg),
             ErrorCode::Moved => Self::Moved(msg),
             ErrorCode::Transport => Self::Transport(msg),
+            ErrorCode::Integrity => Self::Integrity(msg),
             ErrorCode::Internal => Self::Internal(msg),
         }
     }

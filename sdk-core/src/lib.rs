@@ -23,6 +23,7 @@ pub mod credentials;
 pub mod directory;
 pub mod driver;
 pub mod engine;
+pub mod envelope;
 pub mod error;
 pub mod model;
 pub mod outbox;

@@ -371,6 +371,8 @@ impl FederationConfig {
                 .collect(),
             policies: self.policies.clone(),
             flavors: self.flavors.clone(),
+            expires_at_ms: u64::MAX,
+            next_signing_keys: Vec::new(),
         };
         doc.validate()
             .map_err(|e| DevserverError::InvalidConfig(e.to_string()))

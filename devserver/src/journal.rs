@@ -197,6 +197,7 @@ mod tests {
                 id: MessageId::new_unchecked(format!("m{seq}")),
                 sender: UserId::new_unchecked("ana"),
                 body: format!("body {seq}"),
+                sealed: None,
                 sent_at_ms: 1,
                 trace: None,
             },

@@ -447,6 +447,8 @@ impl Shared {
                 .collect(),
             policies: self.config.policies.clone(),
             flavors: self.config.flavors.clone(),
+            expires_at_ms: u64::MAX,
+            next_signing_keys: Vec::new(),
         }
     }
 }

@@ -342,6 +342,7 @@ impl RegionStore {
             id: id.clone(),
             sender: sender.clone(),
             body: req.body.clone(),
+            sealed: None,
             sent_at_ms: now_ms(),
             trace: req.trace.clone(),
         };
@@ -484,6 +485,7 @@ mod tests {
             space: SpaceId::new_unchecked(space),
             key: IdempotencyKey::new_unchecked(key),
             body: "hi".into(),
+            sealed: None,
             trace: None,
         }
     }
@@ -653,6 +655,7 @@ mod tests {
                 id: MessageId::new_unchecked(format!("eu-west-0123abcd-{seq}")),
                 sender: UserId::new_unchecked("ana"),
                 body: "hi".into(),
+                sealed: None,
                 sent_at_ms: 1,
                 trace: None,
             },

@@ -205,6 +205,39 @@ pub struct FederationDoc {
     pub policies: Vec<GeoPolicy>,
     /// The flavors.
     pub flavors: Vec<Flavor>,
+    /// When the document stops being valid (ms since the Unix epoch): a client refuses an
+    /// expired document and keeps the last good one.
+    #[serde(default = "never")]
+    pub expires_at_ms: u64,
+    /// Keys that sign the next documents (key rotation): trusted once this document has
+    /// been verified with a key already trusted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub next_signing_keys: Vec<FederationKey>,
+}
+
+fn never() -> u64 {
+    u64::MAX
+}
+
+/// A key the federation signs its document with: ed25519, public half in base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederationKey {
+    /// Names the key in signatures.
+    pub id: String,
+    /// The ed25519 public key, base64 (32 bytes).
+    pub public_key: String,
+}
+
+/// The federation document as the directory serves it: the exact bytes that were signed,
+/// which key signed them, and the signature (see `trust`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedFederationDoc {
+    /// The [`FederationDoc`] as JSON text: verified as bytes, parsed only after.
+    pub document: String,
+    /// The id of the signing key.
+    pub key_id: String,
+    /// The ed25519 signature, base64.
+    pub signature: String,
 }
 
 impl FederationDoc {
@@ -335,8 +368,12 @@ pub struct Message {
     pub id: MessageId,
     /// Who sent it.
     pub sender: UserId,
-    /// The text.
+    /// The text. On the wire, empty when the message travels `sealed`; the SDK opens it
+    /// and hands the app the text.
     pub body: String,
+    /// The text sealed to the receiving client's key (data-sovereignty spaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<crate::envelope::SealedPayload>,
     /// When the region stored it (ms since the Unix epoch).
     pub sent_at_ms: u64,
     /// W3C traceparent of the send, carried end to end.
@@ -367,6 +404,38 @@ pub struct SendReceipt {
     pub seq: u64,
     /// When it was stored (ms since the Unix epoch).
     pub sent_at_ms: u64,
+}
+
+/// Something the user's home region tells them, wherever it happened in the federation
+/// (carried between regions by the relay, sealed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Notification {
+    /// A message mentioned the user (`@user` in its text).
+    Mention {
+        /// The space.
+        space: SpaceId,
+        /// The message.
+        message_id: MessageId,
+        /// Its seq.
+        seq: u64,
+        /// Who wrote it.
+        from: UserId,
+    },
+    /// Someone opened a DM with the user.
+    DmInvite {
+        /// The DM.
+        space: SpaceId,
+        /// Who opened it.
+        from: UserId,
+    },
+    /// A contact (someone the user shares a DM with) changed presence.
+    ContactPresence {
+        /// The contact.
+        user: UserId,
+        /// Their new presence.
+        status: PresenceStatus,
+    },
 }
 
 /// A user's presence.
@@ -438,6 +507,7 @@ mod tests {
             id: MessageId::new_unchecked("m"),
             sender: UserId::new_unchecked("u"),
             body: "top secret".into(),
+            sealed: None,
             sent_at_ms: 0,
             trace: None,
         };
@@ -465,6 +535,8 @@ mod tests {
                 residency: Residency::Dr,
             }],
             flavors: vec![],
+            expires_at_ms: u64::MAX,
+            next_signing_keys: vec![],
         };
         let err = doc.validate().unwrap_err();
         assert_eq!(err.code(), crate::ErrorCode::DirectoryUnavailable);

@@ -79,6 +79,7 @@ impl OutboxEntry {
             space: self.space.clone(),
             key: self.key.clone(),
             body: self.body.clone(),
+            sealed: None,
             trace: self.trace.clone(),
         }
     }

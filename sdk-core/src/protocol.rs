@@ -32,6 +32,8 @@ pub mod event {
     pub const TYPING: &str = "typing";
     /// Create (or find) a DM with a peer, housed in this region.
     pub const DM_CREATE: &str = "dm:create";
+    /// Ask the (home) region to deliver the user's notifications on this socket.
+    pub const INBOX_SUBSCRIBE: &str = "inbox:subscribe";
 
     /// Region to client: a message stored in a joined space.
     pub const MESSAGE: &str = "message";
@@ -41,7 +43,26 @@ pub mod event {
     pub const TYPING_EVENT: &str = "typing";
     /// Region to client: an error not tied to a request.
     pub const ERROR: &str = "error";
+    /// Region to client: a [`super::Notify`].
+    pub const NOTIFY: &str = "notify";
 }
+
+/// Region to client: `notify`, a notification in the clear or sealed to the client's key
+/// (bound to space `inbox`, message `id`, and the region that delivers it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notify {
+    /// Unique per notification: part of the sealed binding.
+    pub id: String,
+    /// The notification, when it travels in the clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<crate::model::Notification>,
+    /// The notification's JSON, sealed, for users under a data-sovereignty policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<crate::envelope::SealedPayload>,
+}
+
+/// The pseudo space id sealed notifications are bound to.
+pub const INBOX: &str = "inbox";
 
 /// The auth payload of the Socket.IO CONNECT packet.
 #[derive(Clone, Serialize, Deserialize)]
@@ -50,6 +71,9 @@ pub struct Auth {
     pub token: String,
     /// The application protocol version.
     pub protocol: u32,
+    /// The client's sealing key: what the region seals data-sovereignty payloads to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<crate::envelope::SealingKey>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -151,8 +175,13 @@ pub struct SendRequest {
     pub space: SpaceId,
     /// The idempotency key: the region stores one message per key and space.
     pub key: IdempotencyKey,
-    /// The text.
+    /// The text; empty when it travels `sealed`.
+    #[serde(default)]
     pub body: String,
+    /// The text sealed to the housing region's key (data-sovereignty spaces), bound to
+    /// (space, `key`, region). Exactly one of `body` and `sealed` carries the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<crate::envelope::SealedPayload>,
     /// W3C traceparent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
@@ -266,12 +295,14 @@ mod tests {
         let a = Auth {
             token: "secret-token".into(),
             protocol: 1,
+            public_key: None,
         };
         assert!(!format!("{a:?}").contains("secret-token"));
         let s = SendRequest {
             space: SpaceId::new_unchecked("s"),
             key: IdempotencyKey::new_unchecked("k"),
             body: "private words".into(),
+            sealed: None,
             trace: None,
         };
         assert!(!format!("{s:?}").contains("private words"));

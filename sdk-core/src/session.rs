@@ -344,6 +344,7 @@ impl RegionSession {
             auth: Auth {
                 token,
                 protocol: protocol::PROTOCOL_VERSION,
+                public_key: None,
             },
             config,
             state: State::Idle,

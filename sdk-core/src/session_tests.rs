@@ -183,6 +183,7 @@ fn message(space: &str, seq: u64) -> Value {
         id: MessageId::new_unchecked(format!("m{seq}")),
         sender: UserId::new_unchecked("sam"),
         body: format!("body {seq}"),
+        sealed: None,
         sent_at_ms: 0,
         trace: None,
     })
@@ -194,6 +195,7 @@ fn send(space: &str, key: &str) -> Request {
         space: SpaceId::new_unchecked(space),
         key: IdempotencyKey::new_unchecked(key),
         body: "hi".into(),
+        sealed: None,
         trace: None,
     })
 }

@@ -33,6 +33,7 @@ pub mod secret;
 pub mod session;
 pub mod store;
 pub mod time;
+pub mod trust;
 
 pub use client::{Client, ClientConfig, Event, JoinedSpace, PendingSend};
 pub use credentials::{Token, TokenProvider};

@@ -101,6 +101,65 @@ pub fn must_seal_in_transit(residency: Residency) -> bool {
     residency == Residency::Ds
 }
 
+/// What the client is about to send something to.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// Content of a space (a message, a join, history).
+    Space(&'a SpaceLocation),
+    /// A new DM with this peer.
+    Dm {
+        /// The other user.
+        peer: &'a UserContext,
+    },
+    /// The user's own presence, to a region the client is connected to.
+    Presence {
+        /// The region.
+        region: &'a RegionId,
+    },
+}
+
+/// Where something may go, and whether it must travel sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The region it goes to.
+    pub region: RegionId,
+    /// Whether its content must be sealed to that region (data sovereignty).
+    pub seal: bool,
+}
+
+/// The whole geographic policy in one function: where a payload for `target` may go and
+/// whether it must be sealed, or why it may not go anywhere.
+///
+/// - A space: only to the region housing it, when the user's policy permits that region;
+///   sealed when the space's owner or the user is under data sovereignty (DS).
+/// - A DM: to the first region both users' policies permit ([`dm_region`]); sealed when
+///   either user is under DS.
+/// - Presence: only to permitted regions; never sealed (it is not content, and the region
+///   must read it to route it).
+pub fn decide(ctx: &UserContext, target: Target<'_>) -> Result<Decision> {
+    let ds = must_seal_in_transit(ctx.policy.residency);
+    match target {
+        Target::Space(space) => {
+            check_space_entry(ctx, space)?;
+            Ok(Decision {
+                region: space.region.clone(),
+                seal: ds || must_seal_in_transit(space.residency),
+            })
+        }
+        Target::Dm { peer } => Ok(Decision {
+            region: dm_region(ctx, peer)?,
+            seal: ds || must_seal_in_transit(peer.policy.residency),
+        }),
+        Target::Presence { region } => {
+            check_region(ctx, region)?;
+            Ok(Decision {
+                region: region.clone(),
+                seal: false,
+            })
+        }
+    }
+}
+
 /// Decides the flavor a user is routed to.
 ///
 /// A per-user override wins when its flavor is in `beta` or `ga` (beta exists precisely
@@ -238,6 +297,98 @@ mod tests {
     fn only_ds_policies_demand_sealing_in_transit() {
         assert!(must_seal_in_transit(Residency::Ds));
         assert!(!must_seal_in_transit(Residency::Dr));
+    }
+
+    /// strict?, the user's residency, target region, target kind, the other side's
+    /// residency, and the expected outcome (`None`: refused; `Some(seal)`).
+    type Row = (bool, Residency, &'static str, &'static str, Residency, Option<bool>);
+
+    /// Every combination of mode (strict / whitelist), residency (DR / DS), region (home /
+    /// foreign permitted / foreign forbidden) and target (space / DM / presence).
+    #[test]
+    fn decision_table() {
+        use Residency::{Dr, Ds};
+        // The user is homed in ca-central; "foreign" is us-east (whitelisted by the
+        // whitelist policy) and "forbidden" is eu-west (permitted by no policy here).
+        let policy = |strict: bool, residency| GeoPolicy {
+            id: PolicyId::new_unchecked("p"),
+            mode: if strict {
+                PolicyMode::Strict
+            } else {
+                PolicyMode::Whitelist {
+                    regions: vec![r("us-east")],
+                }
+            },
+            residency,
+        };
+        let space = |region: &str, residency| SpaceLocation {
+            residency,
+            ..space_in(region)
+        };
+        // A peer homed in the target region who permits only it.
+        let peer = |region: &str, residency| UserContext {
+            user: UserId::new_unchecked("peer"),
+            home_region: r(region),
+            policy: GeoPolicy {
+                mode: PolicyMode::Strict,
+                ..policy(true, residency)
+            },
+        };
+        // (strict, user residency, target region, target kind, other side's residency,
+        //  expected: None = refused, Some(seal))
+        #[rustfmt::skip]
+        let rows: &[Row] = &[
+            (true,  Dr, "ca-central", "space",    Dr, Some(false)),
+            (true,  Dr, "ca-central", "space",    Ds, Some(true)),
+            (true,  Ds, "ca-central", "space",    Dr, Some(true)),
+            (true,  Dr, "us-east",    "space",    Dr, None),
+            (true,  Ds, "us-east",    "space",    Ds, None),
+            (false, Dr, "us-east",    "space",    Dr, Some(false)),
+            (false, Dr, "us-east",    "space",    Ds, Some(true)),
+            (false, Ds, "us-east",    "space",    Dr, Some(true)),
+            (false, Dr, "eu-west",    "space",    Dr, None),
+            (false, Ds, "eu-west",    "space",    Ds, None),
+            (true,  Dr, "ca-central", "dm",       Dr, Some(false)),
+            (true,  Dr, "ca-central", "dm",       Ds, Some(true)),
+            (true,  Ds, "ca-central", "dm",       Dr, Some(true)),
+            (true,  Dr, "us-east",    "dm",       Dr, None),
+            (false, Dr, "us-east",    "dm",       Dr, Some(false)),
+            (false, Ds, "us-east",    "dm",       Dr, Some(true)),
+            (false, Dr, "us-east",    "dm",       Ds, Some(true)),
+            (false, Dr, "eu-west",    "dm",       Dr, None),
+            (true,  Dr, "ca-central", "presence", Dr, Some(false)),
+            (true,  Ds, "ca-central", "presence", Dr, Some(false)),
+            (true,  Ds, "us-east",    "presence", Dr, None),
+            (false, Ds, "us-east",    "presence", Dr, Some(false)),
+            (false, Dr, "eu-west",    "presence", Dr, None),
+            (false, Ds, "eu-west",    "presence", Dr, None),
+        ];
+        for &(strict, residency, region, kind, other, expected) in rows {
+            let ctx = user("u", "ca-central", policy(strict, residency));
+            let (s, p, reg) = (space(region, other), peer(region, other), r(region));
+            let target = match kind {
+                "space" => Target::Space(&s),
+                "dm" => Target::Dm { peer: &p },
+                _ => Target::Presence { region: &reg },
+            };
+            let got = decide(&ctx, target);
+            let what = format!(
+                "{} {residency:?} user, {kind} in {region} ({other:?})",
+                if strict { "strict" } else { "whitelist" }
+            );
+            match expected {
+                None => assert_eq!(
+                    got.map_err(|e| e.code()),
+                    Err(crate::ErrorCode::PolicyViolation),
+                    "{what}"
+                ),
+                Some(seal) => {
+                    let d = got.unwrap_or_else(|e| panic!("{what}: refused: {e}"));
+                    assert_eq!(d.seal, seal, "{what}: seal");
+                    assert_eq!(d.region, r(region), "{what}: region");
+                }
+            }
+        }
     }
 
     #[test]

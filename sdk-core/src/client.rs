@@ -213,6 +213,7 @@ impl Client {
         let namespaces = Namespaces::for_user(&ctx.user);
         let outbox = restore_outbox(config.store.as_ref(), &namespaces.outbox).await?;
         let cursors = restore_cursors(config.store.as_ref(), &namespaces.cursors).await?;
+        let keys = Arc::new(load_or_create_keys(config.store.as_ref(), &namespaces.keys).await?);
         let (commands, rx) = mpsc::unbounded();
         let engine = Engine::new(EngineSetup {
             driver: driver.clone(),
@@ -223,6 +224,7 @@ impl Client {
             store: config.store.clone(),
             outbox,
             cursors,
+            keys,
         });
         driver.spawn(Box::pin(engine.run(rx)));
         tracing::info!(user = %info.user, home = %info.home_region, "connected to the federation");
@@ -545,6 +547,32 @@ async fn restore_cursors(store: &dyn Store, namespace: &str) -> Result<HashMap<S
         }
     }
     Ok(cursors)
+}
+
+/// The client's key pair: made once per user and device, kept in the store. Its private
+/// half never leaves the device.
+async fn load_or_create_keys(
+    store: &dyn Store,
+    namespace: &str,
+) -> Result<crate::envelope::KeyPair> {
+    const RECORD: &str = "x25519";
+    if let Some((_, bytes)) = store
+        .list(namespace)
+        .await?
+        .into_iter()
+        .find(|(k, _)| k == RECORD)
+    {
+        let bytes = zeroize::Zeroizing::new(bytes);
+        match crate::envelope::KeyPair::from_private_bytes(&bytes) {
+            Ok(keys) => return Ok(keys),
+            Err(e) => tracing::error!(error = %e, "replacing an unreadable key pair"),
+        }
+    }
+    let keys = crate::envelope::KeyPair::generate();
+    store
+        .put(namespace, RECORD, keys.private_bytes().to_vec())
+        .await?;
+    Ok(keys)
 }
 
 fn unexpected(response: &Response) -> Error {

@@ -41,6 +41,7 @@ const CURSOR_FLUSH: Duration = Duration::from_secs(1);
 pub(crate) struct Namespaces {
     pub(crate) outbox: String,
     pub(crate) cursors: String,
+    pub(crate) keys: String,
 }
 
 impl Namespaces {
@@ -48,6 +49,7 @@ impl Namespaces {
         Self {
             outbox: format!("{}.{user}", crate::outbox::NAMESPACE),
             cursors: format!("cursors.{user}"),
+            keys: format!("keys.{user}"),
         }
     }
 }
@@ -233,6 +235,8 @@ pub(crate) struct Engine {
     restored_cursors: HashMap<SpaceId, Cursor>,
     saved_cursors: HashMap<SpaceId, Cursor>,
     cursor_flush_at: Option<crate::time::Instant>,
+    /// The client's key pair (sealed deliveries are sealed to its public half).
+    keys: Arc<crate::envelope::KeyPair>,
     /// Whether a token renewal is under way.
     renewing: bool,
     /// When to renew the token before it expires.
@@ -250,6 +254,7 @@ pub(crate) struct EngineSetup {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) outbox: Outbox,
     pub(crate) cursors: HashMap<SpaceId, Cursor>,
+    pub(crate) keys: Arc<crate::envelope::KeyPair>,
 }
 
 impl Engine {
@@ -263,6 +268,7 @@ impl Engine {
             store,
             outbox,
             cursors,
+            keys,
         } = setup;
         let (io_tx, io_rx) = mpsc::unbounded();
         let (writer, ops) = mpsc::unbounded();
@@ -296,6 +302,7 @@ impl Engine {
             saved_cursors: cursors.clone(),
             restored_cursors: cursors,
             cursor_flush_at: None,
+            keys,
             renewing: false,
             token_refresh_at: None,
             overall: ConnectionState::Idle,
@@ -493,6 +500,7 @@ impl Engine {
         self.regions.insert(region.id.clone(), region.clone());
         let seed = self.rng.u64(..);
         let credentials = &self.credentials;
+        let keys = &self.keys;
         self.sessions.entry(region.id.clone()).or_insert_with(|| {
             let mut session = RegionSession::new(
                 region.id.clone(),
@@ -502,6 +510,7 @@ impl Engine {
                 seed,
             );
             session.set_renewable(credentials.renewable());
+            session.set_keys(keys.clone());
             session
         })
     }

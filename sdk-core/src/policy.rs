@@ -301,7 +301,14 @@ mod tests {
 
     /// strict?, the user's residency, target region, target kind, the other side's
     /// residency, and the expected outcome (`None`: refused; `Some(seal)`).
-    type Row = (bool, Residency, &'static str, &'static str, Residency, Option<bool>);
+    type Row = (
+        bool,
+        Residency,
+        &'static str,
+        &'static str,
+        Residency,
+        Option<bool>,
+    );
 
     /// Every combination of mode (strict / whitelist), residency (DR / DS), region (home /
     /// foreign permitted / foreign forbidden) and target (space / DM / presence).

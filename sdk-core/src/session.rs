@@ -322,6 +322,8 @@ pub struct RegionSession {
     /// The time of the latest input: sans-IO code knows only the time it is given.
     now: Instant,
     renewable: bool,
+    /// The client's key pair, to open sealed deliveries.
+    keys: Option<std::sync::Arc<crate::envelope::KeyPair>>,
     /// Consecutive rejections of the token since the last successful connect.
     auth_rejections: u32,
     outputs: VecDeque<Output>,
@@ -360,6 +362,7 @@ impl RegionSession {
             online: true,
             now: Instant::default(),
             renewable: false,
+            keys: None,
             auth_rejections: 0,
             outputs: VecDeque::new(),
         }
@@ -439,6 +442,13 @@ impl RegionSession {
     /// Whether the session waits for a new token.
     pub fn awaits_token(&self) -> bool {
         self.state == State::AwaitingToken
+    }
+
+    /// Gives the session the client's key pair: its public half goes to the region at
+    /// auth (what data-sovereignty payloads are sealed to), its private half opens them.
+    pub fn set_keys(&mut self, keys: std::sync::Arc<crate::envelope::KeyPair>) {
+        self.auth.public_key = Some(keys.public().clone());
+        self.keys = Some(keys);
     }
 
     /// Says whether the engine can renew the token. When it can, a region's rejection of
@@ -1171,8 +1181,39 @@ impl RegionSession {
             sub.gap_since.or(Some(now))
         };
         for m in ready {
-            self.push_event(SessionEvent::Message(m));
+            match self.open(m) {
+                Ok(m) => self.push_event(SessionEvent::Message(m)),
+                // Counted as delivered (the cursor moves on): re-fetching can't fix it.
+                Err(e) => self.push_event(SessionEvent::Problem(e)),
+            }
         }
+    }
+
+    /// The message with its text readable: opened when it travelled sealed. A sealed
+    /// message that doesn't open (altered, sealed to another key, replayed from elsewhere)
+    /// is refused, never handed out.
+    fn open(&self, mut m: Message) -> Result<Message> {
+        let Some(sealed) = m.sealed.take() else {
+            return Ok(m);
+        };
+        let Some(keys) = &self.keys else {
+            return Err(Error::Integrity(format!(
+                "message {} of {} is sealed but this client has no key",
+                m.seq, m.space
+            )));
+        };
+        let binding = crate::envelope::Binding {
+            space: &m.space,
+            message: m.id.as_str(),
+            region: &self.region,
+        };
+        let text = crate::envelope::open(keys, &binding, &sealed).map_err(|e| {
+            Error::Integrity(format!("message {} of {} refused: {e}", m.seq, m.space))
+        })?;
+        m.body = String::from_utf8(text).map_err(|_| {
+            Error::Integrity(format!("message {} of {} is not UTF-8", m.seq, m.space))
+        })?;
+        Ok(m)
     }
 
     fn on_ack(&mut self, ack_id: u64, mut args: Vec<Value>, now: Instant) {
@@ -1194,9 +1235,16 @@ impl RegionSession {
                     Request::Join(_) => return,
                     Request::Leave(_) => decode_reply::<Empty>(arg).map(|_| Response::Left),
                     Request::Send(_) => decode_reply::<SendReceipt>(arg).map(Response::Sent),
-                    Request::History(_) => {
-                        decode_reply::<HistoryReply>(arg).map(|h| Response::History(h.messages))
-                    }
+                    Request::History(_) => decode_reply::<HistoryReply>(arg).map(|h| {
+                        let mut page = Vec::with_capacity(h.messages.len());
+                        for m in h.messages {
+                            match self.open(m) {
+                                Ok(m) => page.push(m),
+                                Err(e) => self.push_event(SessionEvent::Problem(e)),
+                            }
+                        }
+                        Response::History(page)
+                    }),
                     Request::Presence(_) => {
                         decode_reply::<Empty>(arg).map(|_| Response::PresenceSet)
                     }

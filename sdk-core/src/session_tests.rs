@@ -681,3 +681,66 @@ fn a_rejected_token_parks_the_work_until_a_new_one_comes_and_then_carries_on() {
     };
     assert_eq!(e.code(), crate::ErrorCode::Unauthorized);
 }
+
+#[test]
+fn sealed_deliveries_are_opened_and_a_tampered_one_is_reported_not_delivered() {
+    use crate::envelope::{Binding, KeyPair, seal};
+    let keys = std::sync::Arc::new(KeyPair::generate());
+    let mut r = Region::new();
+    r.session.set_keys(keys.clone());
+    r.request(1, Request::Join(SpaceId::new_unchecked("s")));
+    let conn = r.conn.unwrap();
+    r.session.handle_transport_open(conn, r.now);
+    r.frame(HANDSHAKE);
+    let auth = r.sent.pop().unwrap();
+    let SioPacketKind::Connect(Some(auth)) = auth.kind else {
+        panic!("expected the auth packet")
+    };
+    assert_eq!(
+        auth["public_key"],
+        json!(keys.public().to_base64()),
+        "the region learns the key"
+    );
+    r.frame(&EioPacket::Message("0{\"sid\":\"s1\"}".into()).encode());
+    let (_, ack, _) = r.take_emit();
+    r.ack(
+        ack.unwrap(),
+        json!({"ok": {"space": "s", "head_seq": 0, "complete": true}}),
+    );
+
+    let region = RegionId::new_unchecked("eu-west");
+    let sealed_message = |seq: u64, text: &[u8]| {
+        let space = SpaceId::new_unchecked("s");
+        let id = format!("m{seq}");
+        let binding = Binding {
+            space: &space,
+            message: &id,
+            region: &region,
+        };
+        let mut m = message("s", seq);
+        m["body"] = json!("");
+        m["sealed"] = serde_json::to_value(seal(keys.public(), &binding, text).unwrap()).unwrap();
+        m
+    };
+    r.push("message", sealed_message(1, b"secret one"));
+    let mut tampered = sealed_message(2, b"secret two");
+    tampered["id"] = json!("m9"); // replayed under another message id
+    r.push("message", tampered);
+    r.push("message", sealed_message(3, b"secret three"));
+    let bodies: Vec<(u64, String)> = r
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Message(m) => Some((m.seq, m.body.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![(1, "secret one".into()), (3, "secret three".into())],
+        "the altered message is not delivered, and does not block the next"
+    );
+    assert!(r.events.iter().any(
+        |e| matches!(e, SessionEvent::Problem(err) if err.code() == crate::ErrorCode::Integrity)
+    ));
+}

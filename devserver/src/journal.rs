@@ -6,7 +6,8 @@
 //! a record with `write_all` + `flush` before the caller acknowledges anything, and
 //! rewriting the file whole (temp file + rename) when a region's history is wiped.
 //! Must never panic on any file content, never log a line's content (it holds message
-//! bodies) and never decide what a record means: replaying records is the store's job.
+//! bodies and the region's private sealing key) and never decide what a record means:
+//! replaying records is the store's job.
 //!
 //! Durability: a record is in the OS's page cache once `append` returns, so it survives
 //! the process being killed (even with SIGKILL), not a power loss or a kernel crash. That
@@ -16,6 +17,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use meridian::envelope::KeyPair;
 use meridian::model::{IdempotencyKey, Message, RegionId, SpaceLocation, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +45,13 @@ pub(crate) enum Record {
         /// The message, with its seq.
         message: Message,
     },
+    /// The region's sealing key pair (its private half): the region opens what clients
+    /// and other regions sealed to the public half the federation document publishes. The
+    /// last valid one in the file is the region's key.
+    SealingKey {
+        /// The private half, hex.
+        private: PrivateKeyHex,
+    },
     /// A DM housed in this region was created.
     Dm {
         /// Where it is housed.
@@ -50,6 +59,69 @@ pub(crate) enum Record {
         /// Its two participants, sorted.
         participants: [UserId; 2],
     },
+}
+
+/// A private key as hex text, for the data file. `Debug` never shows it, and its text is
+/// overwritten when dropped (best effort: the file holds it anyway, which is why a data
+/// directory must be kept as private as the region itself).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct PrivateKeyHex(String);
+
+impl PrivateKeyHex {
+    /// The private half of `key`.
+    pub fn of(key: &KeyPair) -> Self {
+        let bytes = key.private_bytes();
+        let mut text = String::with_capacity(bytes.len() * 2);
+        for b in bytes.iter() {
+            text.push(char::from(HEX[usize::from(b >> 4)]));
+            text.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+        Self(text)
+    }
+
+    /// The key pair, or why the text is not one.
+    pub fn key_pair(&self) -> Result<KeyPair, &'static str> {
+        let text = self.0.as_bytes();
+        if !text.len().is_multiple_of(2) {
+            return Err("odd number of hex digits");
+        }
+        let nibble = |c: u8| -> Result<u8, &'static str> {
+            match c {
+                b'0'..=b'9' => Ok(c - b'0'),
+                b'a'..=b'f' => Ok(c - b'a' + 10),
+                b'A'..=b'F' => Ok(c - b'A' + 10),
+                _ => Err("not hex"),
+            }
+        };
+        let mut bytes = Vec::with_capacity(text.len() / 2);
+        for pair in text.chunks_exact(2) {
+            bytes.push((nibble(pair[0])? << 4) | nibble(pair[1])?);
+        }
+        let key = KeyPair::from_private_bytes(&bytes).map_err(|_| "not an X25519 private key");
+        wipe(bytes);
+        key
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Overwrites a buffer before freeing it (best effort, without `unsafe`).
+fn wipe(mut bytes: Vec<u8>) {
+    bytes.fill(0);
+    std::hint::black_box(&bytes);
+}
+
+impl Drop for PrivateKeyHex {
+    fn drop(&mut self) {
+        wipe(std::mem::take(&mut self.0).into_bytes());
+    }
+}
+
+impl std::fmt::Debug for PrivateKeyHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrivateKeyHex(<redacted>)")
+    }
 }
 
 /// An open data file, positioned at its end.

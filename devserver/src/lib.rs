@@ -1,12 +1,20 @@
 //! Meridian's reference federation: a directory (HTTP) and several regions (Socket.IO via
 //! socketioxide), all on loopback, in-process or as the `devserver` binary.
 //!
-//! Owns: starting and stopping a whole federation from a [`FederationConfig`], and the
-//! hooks tests need (a tap per region, stopping and restarting a region on the same port
+//! Owns: starting and stopping a whole federation from a [`FederationConfig`] (the
+//! directory, the regions, and the relay between them), and the hooks tests need (a tap
+//! per region and one for the relay, stopping and restarting a region on the same port
 //! with or without its stored state, retention windows, minted tokens, advertised socket
-//! URLs, directory faults, the stored messages). It reuses `meridian`'s model, protocol and
-//! policy functions and must never re-implement a policy rule; it must never log a token
-//! or a message body, and must never bind anything but 127.0.0.1.
+//! URLs, directory faults, the stored messages, the regions' sealing keys). It reuses
+//! `meridian`'s model, protocol, envelope and policy functions and must never
+//! re-implement a policy rule or a cipher; it must never log a token, a key or a message
+//! body, and must never bind anything but 127.0.0.1.
+//!
+//! Data sovereignty (DS): a space whose owner's policy says `residency: ds` takes only
+//! sealed sends (opened with the housing region's key) and delivers only sealed copies,
+//! each to the receiving socket's client key; notifications for a user homed elsewhere
+//! cross the relay sealed to the home region's key, and never go to a region the governing
+//! policy forbids.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), devserver::DevserverError> {
@@ -22,7 +30,10 @@ pub mod directory;
 mod error;
 mod journal;
 mod net;
+mod notify;
 mod region;
+mod relay;
+mod sealing;
 mod state;
 mod store;
 pub mod tap;
@@ -31,15 +42,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use meridian::envelope::{KeyPair, SealingKey};
 use meridian::model::{Message, RegionId, SpaceId, SpaceLocation, UserId};
 
 pub use config::{CompanyConfig, FederationConfig, RegionConfig, SpaceConfig, UserConfig};
 pub use directory::DirectoryFault;
 pub use error::DevserverError;
 pub use store::DROPPED_KEYS_REMEMBERED;
-pub use tap::{RegionTap, TapKind, TapRecord};
+pub use tap::{RegionTap, RelayRecord, RelayTap, TapKind, TapRecord};
 
 use crate::region::RegionServer;
+use crate::relay::Relay;
 use crate::state::{Shared, lock};
 
 /// A running federation: the directory and every region, each on its own port.
@@ -47,6 +60,7 @@ use crate::state::{Shared, lock};
 /// Dropping it aborts every server; [`Federation::shutdown`] stops them gracefully.
 pub struct Federation {
     shared: Arc<Shared>,
+    relay: Arc<Relay>,
     fault: Arc<Mutex<Option<DirectoryFault>>>,
     directory: net::Server,
     regions: Vec<RegionServer>,
@@ -75,6 +89,7 @@ impl Federation {
     pub async fn start(config: FederationConfig) -> Result<Federation, DevserverError> {
         config.validate()?;
         let shared = Arc::new(Shared::new(config.clone())?);
+        let relay = Arc::new(Relay::new());
         let mut regions = Vec::with_capacity(config.regions.len());
         for rc in &config.regions {
             let store = shared
@@ -86,6 +101,7 @@ impl Federation {
                 store,
                 RegionTap::new(rc.id.clone()),
                 rc.port.unwrap_or(0),
+                relay.clone(),
             );
             // On error, the regions started so far are aborted when `regions` drops.
             server.start().await?;
@@ -109,6 +125,7 @@ impl Federation {
         tracing::info!(url = %format!("http://{}", directory.addr()), "directory up");
         Ok(Federation {
             shared,
+            relay,
             fault,
             directory,
             regions,
@@ -201,6 +218,36 @@ impl Federation {
         self.region(region).ok().map(|r| r.tap().clone())
     }
 
+    /// The relay's tap: every envelope it carried between regions, and every notification
+    /// withheld because a policy forbade its target region (a cheap clone sharing the log).
+    pub fn relay_tap(&self) -> RelayTap {
+        self.relay.tap().clone()
+    }
+
+    /// The region's public sealing key, as the federation document publishes it (what a
+    /// client seals sends to). It is generated when the region's store is created and
+    /// kept across stops and starts, and, with a data dir, across processes.
+    pub fn region_public_key(&self, region: &RegionId) -> Option<SealingKey> {
+        self.region(region).ok()?;
+        self.shared.region_public_key(region)
+    }
+
+    /// Test hook: gives the region a new key pair to open with, WITHOUT changing the
+    /// federation document (nor the data file). A payload sealed to the published key no
+    /// longer opens there: sends are answered `integrity` and nothing is stored, and
+    /// envelopes the relay brings are dropped. There is no way back but a new federation
+    /// (or, with a data dir, a new process).
+    pub fn swap_region_key(&self, region: &RegionId) -> Result<(), DevserverError> {
+        self.region(region)?;
+        let store = self
+            .shared
+            .store(region)
+            .ok_or_else(|| DevserverError::UnknownRegion(region.clone()))?;
+        store.swap_key_pair(KeyPair::generate());
+        tracing::info!(region = %region, "region key pair swapped (test hook)");
+        Ok(())
+    }
+
     /// Disconnects every socket of the region (clients see their connection close) and
     /// frees its port. Its store, its tap and its DMs are kept. Stopping a stopped
     /// region does nothing.
@@ -286,6 +333,7 @@ mod tests {
     fn a_federation_can_be_shared_and_driven_from_any_task() {
         is_send_sync::<Federation>();
         is_send_sync::<RegionTap>();
+        is_send_sync::<RelayTap>();
         let start = Federation::start(FederationConfig::default_three_regions());
         is_send(&start);
         drop(start);

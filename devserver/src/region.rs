@@ -4,18 +4,23 @@
 //! geographic policy on the server side (a user whose policy forbids this region is
 //! refused at connect; a space is entered only where policy permits), the application
 //! events of `meridian::protocol` (a join answers from the store's retention window and
-//! history epoch), and stopping/starting the region on the same port, with or without its
+//! history epoch), data sovereignty on the wire (a DS space takes only sealed sends and
+//! delivers only sealed copies, each to its socket's client key: see `sealing`), the inbox
+//! subscriptions and the events that raise notifications (see `notify`), the region's end
+//! of the relay, and stopping/starting the region on the same port, with or without its
 //! stored state.
 //! Every event is recorded in the region's tap before anything else looks at it, and the
 //! events of one socket are handled one at a time, in the order they arrived.
-//! Must never panic on any input, never log a token or a message body, and never answer
-//! an ack with anything but exactly one `Reply`.
+//! Must never panic on any input, never log a token, a key or a message body, never send
+//! a DS space's text in the clear, and never answer an ack with anything but exactly one
+//! `Reply`.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meridian::ErrorCode;
+use meridian::envelope::SealingKey;
 use meridian::model::{RegionId, SpaceId, UserId, validate_body};
 use meridian::policy;
 use meridian::protocol::{
@@ -34,6 +39,9 @@ use tokio::sync::mpsc;
 
 use crate::DevserverError;
 use crate::net::{self, Server};
+use crate::notify::{self, Inboxes};
+use crate::relay::{Relay, RelayEndpoint, RelayEnvelope};
+use crate::sealing::{self, ClientKey};
 use crate::state::{Member, Shared, SpaceRecord, lock};
 use crate::store::{Append, RegionStore};
 use crate::tap::{RegionTap, TapKind};
@@ -47,10 +55,20 @@ pub(crate) struct RegionCtx {
     pub shared: Arc<Shared>,
     pub store: Arc<RegionStore>,
     pub tap: RegionTap,
+    /// The relay to the other regions.
+    pub relay: Arc<Relay>,
+    /// The sockets that are their user's inbox here.
+    pub inboxes: Inboxes,
     /// Storing + broadcasting a message, and a join's catch-up + room entry, happen under
     /// this lock, so members see messages in seq order and a joiner misses nothing
     /// between its catch-up page and the live stream.
     order: tokio::sync::Mutex<()>,
+}
+
+impl RelayEndpoint for RegionCtx {
+    fn receive(&self, envelope: RelayEnvelope) {
+        notify::receive(self, envelope);
+    }
 }
 
 /// One region's server, stoppable and restartable on the same port.
@@ -66,21 +84,29 @@ struct Running {
 }
 
 impl RegionServer {
+    /// A stopped region, attached to `relay` (it receives what the relay carries to it
+    /// even while stopped: with no inbox socket, that is dropped).
     pub fn new(
         id: RegionId,
         shared: Arc<Shared>,
         store: Arc<RegionStore>,
         tap: RegionTap,
         port: u16,
+        relay: Arc<Relay>,
     ) -> Self {
+        let ctx = Arc::new(RegionCtx {
+            id,
+            shared,
+            store,
+            tap,
+            relay,
+            inboxes: Inboxes::default(),
+            order: tokio::sync::Mutex::new(()),
+        });
+        let endpoint: Arc<dyn RelayEndpoint> = ctx.clone();
+        ctx.relay.attach(ctx.id.clone(), Arc::downgrade(&endpoint));
         Self {
-            ctx: Arc::new(RegionCtx {
-                id,
-                shared,
-                store,
-                tap,
-                order: tokio::sync::Mutex::new(()),
-            }),
+            ctx,
             port: Mutex::new(port),
             running: tokio::sync::Mutex::new(None),
         }
@@ -206,11 +232,20 @@ fn authorize(
         tracing::info!(region = %ctx.id, user = ?user.as_ref().map(UserId::as_str), %code, "connection refused");
         Err(format!("{code}: {why}"))
     };
-    let Some(auth) = auth.and_then(|v| serde_json::from_value::<Auth>(v).ok()) else {
+    // The key is read apart, so that a bad key is told apart from a bad token.
+    let (auth, key) = match auth {
+        Some(serde_json::Value::Object(mut fields)) => {
+            let key = fields.remove("public_key");
+            let auth = serde_json::from_value::<Auth>(serde_json::Value::Object(fields)).ok();
+            (auth, key)
+        }
+        _ => (None, None),
+    };
+    let Some(auth) = auth else {
         return refuse(
             None,
             ErrorCode::Unauthorized,
-            "the auth payload must be {\"token\": string, \"protocol\": number}".into(),
+            "the auth payload must be {\"token\": string, \"protocol\": number, \"public_key\"?: string}".into(),
         );
     };
     let member = match ctx.shared.member_by_token(&auth.token) {
@@ -228,6 +263,26 @@ fn authorize(
             ),
         );
     }
+    let key = match key {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(text)) => match SealingKey::from_base64(&text) {
+            Ok(key) => Some(key),
+            Err(_) => {
+                return refuse(
+                    Some(user),
+                    ErrorCode::InvalidInput,
+                    "public_key is not an X25519 public key in base64".into(),
+                );
+            }
+        },
+        Some(_) => {
+            return refuse(
+                Some(user),
+                ErrorCode::InvalidInput,
+                "public_key must be a string (base64)".into(),
+            );
+        }
+    };
     if let Err(e) = policy::check_region(&member.ctx, &ctx.id) {
         let why = match e {
             meridian::Error::PolicyViolation { reason, .. } => reason,
@@ -247,8 +302,12 @@ fn authorize(
     // Wired up here, before the CONNECT answer leaves, so that no event sent right after
     // it can arrive before its handler exists.
     s.extensions.insert(user.clone());
+    if let Some(key) = &key {
+        s.extensions.insert(ClientKey(key.clone()));
+    }
     let conn = Arc::new(Conn {
         member,
+        key,
         joined: Mutex::default(),
     });
     let (tx, rx) = mpsc::unbounded_channel();
@@ -267,9 +326,10 @@ fn authorize(
     Ok(())
 }
 
-/// One connected socket's user and the spaces it has joined.
+/// One connected socket's user, its client's sealing key, and the spaces it has joined.
 struct Conn {
     member: Member,
+    key: Option<SealingKey>,
     joined: Mutex<HashSet<SpaceId>>,
 }
 
@@ -484,6 +544,7 @@ async fn handle(ctx: &Arc<RegionCtx>, conn: &Conn, job: Job) {
                     let _ = socket.to(room(&space)).emit(event::PRESENCE, &ev).await;
                 }
                 r.ok(Empty {});
+                notify::presence_set(ctx, &conn.member, req.status);
             }
             Err(e) => r.err(e),
         },
@@ -506,6 +567,9 @@ async fn handle(ctx: &Arc<RegionCtx>, conn: &Conn, job: Job) {
         },
         event::DM_CREATE => {
             r.done(arg::<DmCreateRequest>(&name, args).and_then(|req| dm_create(ctx, conn, req)))
+        }
+        event::INBOX_SUBSCRIBE => {
+            r.done(arg::<Empty>(&name, args).and_then(|_| inbox_subscribe(ctx, conn, &socket)))
         }
         _ => r.err(invalid(format!("unknown event {name:?}"))),
     }
@@ -542,21 +606,45 @@ fn moved(space: &SpaceId, housing: &RegionId, here: &RegionId) -> ErrorBody {
     }
 }
 
-async fn join(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: JoinRequest, r: Responder) {
-    if let Err(e) = access(ctx, conn, &req.space) {
-        return r.err(e);
+/// Whether deliveries of this space travel sealed (DS), and the refusal of a socket that
+/// could not receive them (no client key).
+fn sealed_for(ctx: &RegionCtx, conn: &Conn, record: &SpaceRecord) -> Result<bool, ErrorBody> {
+    let seal = policy::must_seal_in_transit(record.location.residency);
+    if seal && conn.key.is_none() {
+        return Err(sealing::key_required(&ctx.id));
     }
+    Ok(seal)
+}
+
+async fn join(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: JoinRequest, r: Responder) {
+    let seal = match access(ctx, conn, &req.space).and_then(|record| sealed_for(ctx, conn, &record))
+    {
+        Ok(seal) => seal,
+        Err(e) => return r.err(e),
+    };
     let _order = ctx.order.lock().await;
+    // The catch-up page, the head, the oldest seq held and the epoch, in one snapshot.
+    let mut reply = ctx.store.join(&req, MAX_PAGE);
+    reply.missed = match sealing::page(&ctx.id, conn.key.as_ref(), seal, reply.missed) {
+        Ok(missed) => missed,
+        Err(e) => return r.err(e),
+    };
     socket.join(room(&req.space));
     lock(&conn.joined).insert(req.space.clone());
-    // The catch-up page, the head, the oldest seq held and the epoch, in one snapshot.
-    let reply = ctx.store.join(&req, MAX_PAGE);
     // Acked under the lock: any message stored after this catch-up is broadcast after it.
     r.ok(reply);
 }
 
 async fn send(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: SendRequest, r: Responder) {
-    if let Err(e) = validate_body(&req.body) {
+    // Exactly one of `body` and `sealed` carries the text.
+    if req.sealed.is_some() && !req.body.is_empty() {
+        return r.err(invalid(
+            "a send carries its text in `body` or in `sealed`, never both",
+        ));
+    }
+    if req.sealed.is_none()
+        && let Err(e) = validate_body(&req.body)
+    {
         return r.err(ErrorBody::from(&e));
     }
     if !conn.has_joined(&req.space) {
@@ -567,24 +655,80 @@ async fn send(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: SendRequest
                 .unwrap_or_else(|| invalid(format!("join the space {} first", req.space))),
         );
     }
-    let _order = ctx.order.lock().await;
-    match ctx.store.append(&req, conn.user()) {
-        Append::Failed(why) => r.err(error(ErrorCode::Internal, why)),
-        Append::Duplicate(receipt) => {
-            tracing::debug!(region = %ctx.id, space = %req.space, key = %req.key, "duplicate send");
-            r.ok(receipt);
+    let Some(record) = ctx.shared.space(&req.space) else {
+        return r.err(error(ErrorCode::NotFound, format!("space {}", req.space)));
+    };
+    let seal = policy::must_seal_in_transit(record.location.residency);
+    let req = match &req.sealed {
+        None if seal => return r.err(sealing::plaintext_refused(&ctx.id)),
+        None => req,
+        Some(sealed) => {
+            let key = ctx.store.key_pair();
+            let text = match sealing::open_send(&ctx.id, &key, &req.space, req.key.as_str(), sealed)
+            {
+                Ok(text) => text,
+                Err(e) => return r.err(e),
+            };
+            if let Err(e) = validate_body(&text) {
+                return r.err(ErrorBody::from(&e));
+            }
+            // Stored in the clear: at rest inside the region that houses the space.
+            SendRequest {
+                body: text,
+                sealed: None,
+                ..req
+            }
         }
-        Append::Stored(message, receipt) => {
-            tracing::debug!(
-                region = %ctx.id, space = %req.space, seq = message.seq,
-                trace = req.trace.as_deref().unwrap_or(""), "message stored"
-            );
-            r.ok(receipt);
-            // The whole room, sender included: every member's stream sees every message.
-            let _ = socket
-                .within(room(&req.space))
-                .emit(event::MESSAGE, &message)
-                .await;
+    };
+    let stored = {
+        let _order = ctx.order.lock().await;
+        match ctx.store.append(&req, conn.user()) {
+            Append::Failed(why) => return r.err(error(ErrorCode::Internal, why)),
+            Append::Duplicate(receipt) => {
+                tracing::debug!(region = %ctx.id, space = %req.space, key = %req.key, "duplicate send");
+                return r.ok(receipt);
+            }
+            Append::Stored(message, receipt) => {
+                tracing::debug!(
+                    region = %ctx.id, space = %req.space, seq = message.seq,
+                    trace = req.trace.as_deref().unwrap_or(""), "message stored"
+                );
+                r.ok(receipt);
+                broadcast(ctx, socket, &message, seal).await;
+                message
+            }
+        }
+    };
+    notify::message_stored(ctx, &record, &stored);
+}
+
+/// Sends a stored message to the whole room, sender included: every member's stream sees
+/// every message. In a DS space each socket gets its own copy, sealed to its client key.
+async fn broadcast(
+    ctx: &RegionCtx,
+    socket: &SocketRef,
+    message: &meridian::model::Message,
+    seal: bool,
+) {
+    let members = socket.within(room(&message.space));
+    if !seal {
+        let _ = members.emit(event::MESSAGE, message).await;
+        return;
+    }
+    for member in members.sockets() {
+        // A socket without a key can't have joined a DS space; never send it the text.
+        let Some(ClientKey(key)) = member.extensions.get::<ClientKey>() else {
+            continue;
+        };
+        match sealing::seal_message(&ctx.id, &key, message) {
+            Ok(sealed) => {
+                if let Err(e) = member.emit(event::MESSAGE, &sealed) {
+                    tracing::debug!(region = %ctx.id, error = %e, "message not sent");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(region = %ctx.id, error = %e, "a message could not be sealed: not sent");
+            }
         }
     }
 }
@@ -593,10 +737,12 @@ fn history(ctx: &RegionCtx, conn: &Conn, req: HistoryRequest) -> Result<HistoryR
     if req.limit == 0 {
         return Err(invalid("history limit must be 1 or more"));
     }
-    access(ctx, conn, &req.space)?;
+    let record = access(ctx, conn, &req.space)?;
+    let seal = sealed_for(ctx, conn, &record)?;
     let limit = usize::try_from(req.limit).unwrap_or(MAX_PAGE).min(MAX_PAGE);
+    let messages = ctx.store.before(&req.space, req.before, limit);
     Ok(HistoryReply {
-        messages: ctx.store.before(&req.space, req.before, limit),
+        messages: sealing::page(&ctx.id, conn.key.as_ref(), seal, messages)?,
     })
 }
 
@@ -633,13 +779,43 @@ fn dm_create(
     )?;
     if created {
         tracing::info!(region = %ctx.id, space = %record.location.space, "DM created");
+        notify::dm_created(ctx, &record, conn.user(), &peer);
     }
     Ok(record.location)
+}
+
+/// Makes this socket an inbox of its user: only in the user's home region (`moved`
+/// otherwise, with the home region), and only with a client key for a user under DS.
+fn inbox_subscribe(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef) -> Result<Empty, ErrorBody> {
+    let home = &conn.member.ctx.home_region;
+    if *home != ctx.id {
+        return Err(ErrorBody {
+            region: Some(home.clone()),
+            ..error(
+                ErrorCode::Moved,
+                format!(
+                    "the inbox of {} is in their home region {home}, not in {}",
+                    conn.user(),
+                    ctx.id
+                ),
+            )
+        });
+    }
+    if policy::must_seal_in_transit(conn.member.ctx.policy.residency) && conn.key.is_none() {
+        return Err(ErrorBody::from(&meridian::Error::PolicyViolation {
+            region: ctx.id.clone(),
+            reason: "a sealing key is required for the notifications of a user under data sovereignty: connect with a public_key".into(),
+        }));
+    }
+    ctx.inboxes
+        .subscribe(conn.user(), socket.clone(), conn.key.clone());
+    Ok(Empty {})
 }
 
 async fn on_disconnect(ctx: &RegionCtx, conn: &Conn, s: &SocketRef, reason: DisconnectReason) {
     let user = conn.user();
     ctx.tap.record(Some(user.clone()), TapKind::Disconnect);
+    ctx.inboxes.unsubscribe(user, s.id);
     tracing::info!(region = %ctx.id, user = %user, sid = %s.id, %reason, "socket disconnected");
     // Offline only when this was the user's last socket in the region.
     let still_here =

@@ -4,7 +4,8 @@
 //! ones with their expiry), which companies and policies govern them, where every space is
 //! housed (channels from the config, DMs created at runtime or reloaded from the data
 //! directory), each region's store, and what the federation document publishes (the
-//! regions' socket URLs, real or advertised, under a version that every change bumps).
+//! regions' socket URLs, real or advertised, under a version that every change bumps, and
+//! each region's public sealing key).
 //! The directory and every region read the same registry; a region only ever writes its
 //! own store.
 //! Must never decide a policy question itself (that is `meridian::policy`), never hold a
@@ -14,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use meridian::envelope::SealingKey;
 use meridian::model::{
     CompanyId, FederationDoc, GeoPolicy, PolicyId, Region, RegionId, Residency, SessionInfo,
     SpaceId, SpaceKind, SpaceLocation, UserContext, UserId, UserLocation,
@@ -223,6 +225,11 @@ impl Shared {
         self.stores.get(region).cloned()
     }
 
+    /// The public sealing key the federation document publishes for a region.
+    pub fn region_public_key(&self, region: &RegionId) -> Option<SealingKey> {
+        self.stores.get(region).map(|s| s.published_key())
+    }
+
     fn published(&self) -> std::sync::RwLockReadGuard<'_, Published> {
         self.published
             .read()
@@ -361,6 +368,27 @@ impl Shared {
         })
     }
 
+    /// Everyone who shares a DM with `user`, wherever the DM is housed.
+    pub fn dm_contacts(&self, user: &UserId) -> Vec<UserId> {
+        let spaces = self.spaces.read().unwrap_or_else(PoisonError::into_inner);
+        let mut contacts: Vec<UserId> = spaces
+            .values()
+            .filter_map(|s| {
+                let [a, b] = s.participants.as_ref()?;
+                if a == user {
+                    Some(b.clone())
+                } else if b == user {
+                    Some(a.clone())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        contacts.sort();
+        contacts.dedup();
+        contacts
+    }
+
     pub fn space(&self, id: &SpaceId) -> Option<SpaceRecord> {
         self.spaces
             .read()
@@ -442,7 +470,7 @@ impl Shared {
                         .url(&r.id)
                         .cloned()
                         .unwrap_or_else(|| "ws://127.0.0.1:0".into()),
-                    public_key: None,
+                    public_key: self.region_public_key(&r.id).map(|k| k.to_base64()),
                 })
                 .collect(),
             policies: self.config.policies.clone(),

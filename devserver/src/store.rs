@@ -2,12 +2,14 @@
 //!
 //! Owns, per space of the region: the messages still held (the retention window), the
 //! head seq, the idempotency receipts (and which of them to forget), and the region's
-//! history epoch; the answers to a join's catch-up and to a history page; and, with a data
-//! directory, the region's [`Journal`]: every stored message and every DM created here is
-//! written there before the caller acknowledges it, and replayed when the region's
-//! federation starts again.
+//! history epoch; the answers to a join's catch-up and to a history page; the region's
+//! sealing key pair (generated when the store is created, kept across stops and starts);
+//! and, with a data directory, the region's [`Journal`]: every stored message and every DM
+//! created here is written there before the caller acknowledges it, the key pair when it
+//! is generated, and all of it replayed when the region's federation starts again.
 //! Must never hold its lock across an `.await`, never acknowledge a message the journal
-//! failed to write, never log a message body, and never panic on what the journal holds.
+//! failed to write, never log a message body or a key, and never panic on what the
+//! journal holds.
 //!
 //! Retention: with `retention = Some(n)`, storing a message drops the oldest held ones of
 //! its space until at most `n` remain (a change of `n` applies at the space's next store).
@@ -18,12 +20,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
 
+use meridian::envelope::KeyPair;
 use meridian::model::{IdempotencyKey, Message, MessageId, RegionId, SendReceipt, SpaceId, UserId};
 use meridian::protocol::{JoinReply, JoinRequest, SendRequest};
 
 use crate::DevserverError;
-use crate::journal::{self, FORMAT, Journal, Record};
+use crate::journal::{self, FORMAT, Journal, PrivateKeyHex, Record};
 use crate::state::{SpaceRecord, lock, now_ms};
 
 /// How many idempotency keys of messages dropped by retention a space remembers.
@@ -32,7 +36,7 @@ pub const DROPPED_KEYS_REMEMBERED: usize = 1024;
 /// What happened to a send.
 pub(crate) enum Append {
     /// Stored under a new seq (and journaled, with a data directory).
-    Stored(Message, SendReceipt),
+    Stored(Box<Message>, SendReceipt),
     /// The key was seen before: the original receipt, nothing stored.
     Duplicate(SendReceipt),
     /// The journal could not be written: nothing stored; the text says why.
@@ -187,11 +191,17 @@ fn new_epoch() -> Result<String, DevserverError> {
 pub(crate) struct RegionStore {
     region: RegionId,
     inner: std::sync::Mutex<StoreInner>,
+    /// The key pair the region was created with (or reloaded): the one journaled, whose
+    /// public half the federation document publishes.
+    published_key: Arc<KeyPair>,
+    /// The key pair the region opens with: the published one unless a test swapped it.
+    key: RwLock<Arc<KeyPair>>,
 }
 
 impl RegionStore {
     /// An empty store with a fresh epoch, kept in memory only.
     pub fn in_memory(region: RegionId, retention: Option<usize>) -> Result<Self, DevserverError> {
+        let key = Arc::new(KeyPair::generate());
         Ok(Self {
             region,
             inner: std::sync::Mutex::new(StoreInner {
@@ -201,12 +211,14 @@ impl RegionStore {
                 retention,
                 journal: None,
             }),
+            published_key: key.clone(),
+            key: RwLock::new(key),
         })
     }
 
     /// The store journaled in `dir`: replays the region's file if there is one (its
-    /// epoch, spaces, seqs, keys) and returns the DMs it recorded; otherwise creates the
-    /// file with a fresh epoch.
+    /// epoch, spaces, seqs, keys, sealing key pair) and returns the DMs it recorded;
+    /// otherwise creates the file with a fresh epoch and a fresh key pair.
     pub fn open(
         region: RegionId,
         retention: Option<usize>,
@@ -223,6 +235,7 @@ impl RegionStore {
         };
         let mut dms = Vec::new();
         let mut epoch_seen = false;
+        let mut key: Option<KeyPair> = None;
         for record in records {
             match record {
                 Record::Epoch { format, epoch } => {
@@ -247,6 +260,12 @@ impl RegionStore {
                 Record::Message { key, message } => {
                     inner.replay_message(&region, key, message);
                 }
+                Record::SealingKey { private } => match private.key_pair() {
+                    Ok(pair) => key = Some(pair),
+                    Err(why) => {
+                        tracing::warn!(file = %path.display(), problem = why, "a sealing key record is unusable: skipped");
+                    }
+                },
                 Record::Dm {
                     location,
                     participants,
@@ -258,20 +277,33 @@ impl RegionStore {
                 }),
             }
         }
+        let storage = |e: std::io::Error| DevserverError::Storage {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let key_known = key.is_some();
+        let key = Arc::new(key.unwrap_or_else(KeyPair::generate));
         if !epoch_seen {
             // A new file (or one whose epoch line was lost): a fresh epoch, first.
             inner.epoch = new_epoch()?;
-            let mut records = vec![Record::Epoch {
-                format: FORMAT,
-                epoch: inner.epoch.clone(),
-            }];
+            let mut records = vec![
+                Record::Epoch {
+                    format: FORMAT,
+                    epoch: inner.epoch.clone(),
+                },
+                Record::SealingKey {
+                    private: PrivateKeyHex::of(&key),
+                },
+            ];
             records.extend(Self::records_of(&inner, &dms));
+            journal.rewrite(&records).map_err(storage)?;
+        } else if !key_known {
+            // A file written before regions had keys, or whose key line was lost.
             journal
-                .rewrite(&records)
-                .map_err(|e| DevserverError::Storage {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
+                .append(&Record::SealingKey {
+                    private: PrivateKeyHex::of(&key),
+                })
+                .map_err(storage)?;
         }
         tracing::info!(
             region = %region, file = %path.display(), epoch = %inner.epoch,
@@ -282,6 +314,8 @@ impl RegionStore {
             Self {
                 region,
                 inner: std::sync::Mutex::new(inner),
+                published_key: key.clone(),
+                key: RwLock::new(key),
             },
             dms,
         ))
@@ -310,6 +344,26 @@ impl RegionStore {
             }
         }
         records
+    }
+
+    /// The region's sealing key pair.
+    pub fn key_pair(&self) -> Arc<KeyPair> {
+        self.key
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The public half of the key pair the federation document publishes (the one the
+    /// region was created with, whatever [`RegionStore::swap_key_pair`] did since).
+    pub fn published_key(&self) -> meridian::envelope::SealingKey {
+        self.published_key.public().clone()
+    }
+
+    /// Replaces the key pair the region opens with, in memory only (a test hook: the
+    /// data file and the federation document keep the published one).
+    pub fn swap_key_pair(&self, key: KeyPair) {
+        *self.key.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
     }
 
     /// The region's history epoch.
@@ -369,7 +423,7 @@ impl RegionStore {
         };
         log.push(req.key.clone(), message.clone(), receipt.clone());
         log.trim(retention);
-        Append::Stored(message, receipt)
+        Append::Stored(Box::new(message), receipt)
     }
 
     /// Journals a DM created in this region (before the registry publishes it).
@@ -393,16 +447,22 @@ impl RegionStore {
     }
 
     /// Forgets every message and key and starts a new epoch (the region "lost its
-    /// data"). The journal is rewritten with the new epoch and `dms` (the DMs housed
+    /// data"). The journal is rewritten with the new epoch, the region's sealing key pair
+    /// (its identity in the federation document, not data) and `dms` (the DMs housed
     /// here, which the directory still knows).
     pub fn wipe(&self, dms: Vec<SpaceRecord>) -> Result<(), DevserverError> {
         let epoch = new_epoch()?;
         let mut inner = lock(&self.inner);
         if let Some(journal) = &mut inner.journal {
-            let mut records = vec![Record::Epoch {
-                format: FORMAT,
-                epoch: epoch.clone(),
-            }];
+            let mut records = vec![
+                Record::Epoch {
+                    format: FORMAT,
+                    epoch: epoch.clone(),
+                },
+                Record::SealingKey {
+                    private: PrivateKeyHex::of(&self.published_key),
+                },
+            ];
             records.extend(dms.into_iter().filter_map(|record| {
                 Some(Record::Dm {
                     location: record.location,
@@ -496,7 +556,7 @@ mod tests {
 
     fn stored(a: Append) -> (Message, SendReceipt) {
         match a {
-            Append::Stored(m, r) => (m, r),
+            Append::Stored(m, r) => (*m, r),
             _ => panic!("expected a store"),
         }
     }

@@ -1,14 +1,19 @@
-//! The test tap: a record of everything a region received.
+//! The test taps: a record of everything a region received, and of everything the relay
+//! between regions carried.
 //!
-//! Owns: an append-only, in-memory log per region of connect attempts, events (with their
-//! raw JSON payload, recorded before any validation) and disconnects. Tests use it to prove
-//! that nothing reached a region a policy forbids. Must never log what it records (it holds
-//! message bodies) and must never influence how a region answers.
+//! Owns: an append-only, bounded, in-memory log per region of connect attempts, events
+//! (with their raw JSON payload, recorded before any validation) and disconnects
+//! ([`RegionTap`]); and one for the relay of every envelope it carried or withheld
+//! ([`RelayTap`]). Tests use them to prove that nothing reached a region a policy forbids,
+//! that a data-sovereignty space's text never reached a region in plaintext, and that the
+//! relay only ever carried sealed bytes. Must never log what it records (it holds message
+//! bodies) and must never influence how a region or the relay behaves.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use meridian::ErrorCode;
+use meridian::envelope::SealedPayload;
 use meridian::model::{RegionId, UserId};
 
 /// What a region received.
@@ -74,6 +79,14 @@ impl TapRecord {
             _ => false,
         }
     }
+
+    /// Whether the record is an event whose payload carries a sealed payload (a `sealed`
+    /// object at its top level, as `message:send` does for a sealed send).
+    pub fn is_sealed(&self) -> bool {
+        self.payload()
+            .and_then(|p| p.get("sealed"))
+            .is_some_and(serde_json::Value::is_object)
+    }
 }
 
 // Records carry message bodies: Debug shows their shape only.
@@ -120,17 +133,45 @@ impl std::fmt::Debug for TapRecord {
 /// long-running devserver does not grow without bound.
 pub const TAP_CAPACITY: usize = 100_000;
 
-#[derive(Default)]
-struct Log {
-    records: VecDeque<TapRecord>,
+/// A bounded log: the newest [`TAP_CAPACITY`] records, and how many older ones went.
+struct Log<T> {
+    records: VecDeque<T>,
     dropped: u64,
+}
+
+impl<T> Default for Log<T> {
+    fn default() -> Self {
+        Self {
+            records: VecDeque::new(),
+            dropped: 0,
+        }
+    }
+}
+
+impl<T> Log<T> {
+    fn push(&mut self, record: T) {
+        if self.records.len() >= TAP_CAPACITY {
+            self.records.pop_front();
+            self.dropped += 1;
+        }
+        self.records.push_back(record);
+    }
+
+    fn clear(&mut self) {
+        self.records.clear();
+        self.dropped = 0;
+    }
+}
+
+fn lock_log<T>(log: &Mutex<Log<T>>) -> std::sync::MutexGuard<'_, Log<T>> {
+    log.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A region's tap. Cheap to clone: every clone shares the same log.
 #[derive(Clone)]
 pub struct RegionTap {
     region: RegionId,
-    log: Arc<Mutex<Log>>,
+    log: Arc<Mutex<Log<TapRecord>>>,
 }
 
 impl std::fmt::Debug for RegionTap {
@@ -171,9 +212,7 @@ impl RegionTap {
 
     /// Forgets everything recorded so far.
     pub fn clear(&self) {
-        let mut log = self.lock();
-        log.records.clear();
-        log.dropped = 0;
+        self.lock().clear();
     }
 
     /// The event records sent by `user`, oldest first.
@@ -201,6 +240,39 @@ impl RegionTap {
         self.lock().records.iter().any(|r| r.mentions(text))
     }
 
+    /// The proof that no plaintext of `text` reached the region: true when no record
+    /// mentions it **and** no record was dropped (an absence can't be proven from a log
+    /// that lost its oldest part).
+    pub fn never_saw_text(&self, text: &str) -> bool {
+        let log = self.lock();
+        log.dropped == 0 && !log.records.iter().any(|r| r.mentions(text))
+    }
+
+    /// The records that mention `text`, oldest first (what to show when a leak check fails).
+    pub fn records_mentioning(&self, text: &str) -> Vec<TapRecord> {
+        self.lock()
+            .records
+            .iter()
+            .filter(|r| r.mentions(text))
+            .cloned()
+            .collect()
+    }
+
+    /// How many events the region received (frames from clients; connects and
+    /// disconnects are not counted).
+    pub fn frames(&self) -> usize {
+        self.lock()
+            .records
+            .iter()
+            .filter(|r| matches!(r.kind, TapKind::Event { .. }))
+            .count()
+    }
+
+    /// How many of those events carried a sealed payload (see [`TapRecord::is_sealed`]).
+    pub fn sealed_frames(&self) -> usize {
+        self.lock().records.iter().filter(|r| r.is_sealed()).count()
+    }
+
     pub(crate) fn record(&self, user: Option<UserId>, kind: TapKind) {
         let record = TapRecord {
             region: self.region.clone(),
@@ -208,16 +280,154 @@ impl RegionTap {
             at_ms: crate::state::now_ms(),
             kind,
         };
-        let mut log = self.lock();
-        if log.records.len() >= TAP_CAPACITY {
-            log.records.pop_front();
-            log.dropped += 1;
-        }
-        log.records.push_back(record);
+        self.lock().push(record);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
-        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log<TapRecord>> {
+        lock_log(&self.log)
+    }
+}
+
+/// One envelope the relay carried from one region to another, or withheld.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayRecord {
+    /// The region that handed it to the relay.
+    pub from: RegionId,
+    /// The region it was for.
+    pub to: RegionId,
+    /// The envelope's id (random; the sealed payload is bound to it).
+    pub id: String,
+    /// The sealed payload the relay carried; `None` when the notification was withheld
+    /// (nothing is ever sealed for a region a policy forbids).
+    pub sealed: Option<SealedPayload>,
+    /// Whether the sending region withheld it because a policy forbids the target region
+    /// to hold what it says (never sent).
+    pub withheld: bool,
+    /// When (ms since the Unix epoch).
+    pub at_ms: u64,
+}
+
+impl RelayRecord {
+    /// Everything the relay saw of this envelope, as one text: region ids, the id, and the
+    /// sealed payload's suite and base64 bytes.
+    fn seen_text(&self) -> String {
+        let mut text = format!("{} {} {}", self.from, self.to, self.id);
+        if let Some(sealed) = &self.sealed {
+            text.push(' ');
+            text.push_str(&sealed.suite);
+            text.push(' ');
+            text.push_str(&sealed.enc);
+            text.push(' ');
+            text.push_str(&sealed.ct);
+        }
+        text
+    }
+}
+
+/// The relay's tap: every envelope it carried between regions, and every notification a
+/// region withheld instead of relaying. Cheap to clone: every clone shares the same log.
+#[derive(Clone, Default)]
+pub struct RelayTap {
+    log: Arc<Mutex<Log<RelayRecord>>>,
+}
+
+impl std::fmt::Debug for RelayTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let log = self.lock();
+        f.debug_struct("RelayTap")
+            .field("records", &log.records.len())
+            .field("dropped", &log.dropped)
+            .finish()
+    }
+}
+
+impl RelayTap {
+    /// An empty tap.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Everything recorded so far, oldest first.
+    pub fn records(&self) -> Vec<RelayRecord> {
+        self.lock().records.iter().cloned().collect()
+    }
+
+    /// The envelopes carried from `from` to `to`, oldest first.
+    pub fn carried(&self, from: &RegionId, to: &RegionId) -> Vec<RelayRecord> {
+        self.lock()
+            .records
+            .iter()
+            .filter(|r| !r.withheld && &r.from == from && &r.to == to)
+            .cloned()
+            .collect()
+    }
+
+    /// The notifications withheld, oldest first.
+    pub fn withheld(&self) -> Vec<RelayRecord> {
+        self.lock()
+            .records
+            .iter()
+            .filter(|r| r.withheld)
+            .cloned()
+            .collect()
+    }
+
+    /// How many envelopes the relay carried (withheld ones are not counted: they were
+    /// never sent).
+    pub fn frames(&self) -> usize {
+        self.lock().records.iter().filter(|r| !r.withheld).count()
+    }
+
+    /// How many of the carried envelopes held a sealed payload: always [`RelayTap::frames`],
+    /// since the relay can carry nothing else; the summary states it.
+    pub fn sealed_frames(&self) -> usize {
+        self.lock()
+            .records
+            .iter()
+            .filter(|r| !r.withheld && r.sealed.is_some())
+            .count()
+    }
+
+    /// Whether `text` appears anywhere in what the relay saw (region ids, envelope ids,
+    /// sealed bytes). A message body or a notified user's id must never.
+    pub fn saw_text(&self, text: &str) -> bool {
+        self.lock()
+            .records
+            .iter()
+            .any(|r| r.seen_text().contains(text))
+    }
+
+    /// How many old records were dropped to stay within [`TAP_CAPACITY`]. A test that
+    /// proves an absence must check that this is 0.
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+
+    /// Forgets everything recorded so far.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    pub(crate) fn record(
+        &self,
+        from: RegionId,
+        to: RegionId,
+        id: String,
+        sealed: Option<SealedPayload>,
+    ) {
+        let withheld = sealed.is_none();
+        self.lock().push(RelayRecord {
+            from,
+            to,
+            id,
+            sealed,
+            withheld,
+            at_ms: crate::state::now_ms(),
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log<RelayRecord>> {
+        lock_log(&self.log)
     }
 }
 

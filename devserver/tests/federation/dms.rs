@@ -1,10 +1,11 @@
 //! Direct messages: housed where both policies permit, located by the directory.
 
 use meridian::ErrorCode;
-use meridian::model::{Residency, SpaceId, SpaceKind, SpaceLocation};
+use meridian::envelope::KeyPair;
+use meridian::model::{Message, Residency, SpaceId, SpaceKind, SpaceLocation};
 use serde_json::{Value, json};
 
-use crate::support::{connect, federation, region, token};
+use crate::support::{connect, connect_with_key, federation, open_text, region, seal_text, token};
 
 fn code(err: &Value) -> ErrorCode {
     serde_json::from_value(err["code"].clone()).unwrap()
@@ -14,7 +15,10 @@ fn code(err: &Value) -> ErrorCode {
 async fn a_dm_is_created_once_where_both_policies_permit_and_the_directory_finds_it() {
     let fed = federation().await;
     let ca = fed.region_socket_url(&region("ca-central")).unwrap();
-    let mut chloe = connect(&ca, &token("chloe")).await.unwrap();
+    let chloe_key = KeyPair::generate();
+    let mut chloe = connect_with_key(&ca, &token("chloe"), &chloe_key)
+        .await
+        .unwrap();
     let loc: SpaceLocation =
         serde_json::from_value(chloe.ok("dm:create", json!({"peer": "sam"})).await).unwrap();
     assert_eq!(loc.space.as_str(), "dm:chloe:sam");
@@ -44,12 +48,27 @@ async fn a_dm_is_created_once_where_both_policies_permit_and_the_directory_finds
         .unwrap();
     assert_eq!(res.json::<SpaceLocation>().await.unwrap(), loc);
 
-    // Both participants can talk in it; sam reaches it in ca-central (whitelisted).
-    let mut sam = connect(&ca, &token("sam")).await.unwrap();
+    // Both participants can talk in it; sam reaches it in ca-central (whitelisted). It is
+    // DS: sam seals to ca-central's key, chloe receives a copy sealed to hers.
+    let mut sam = connect_with_key(&ca, &token("sam"), &KeyPair::generate())
+        .await
+        .unwrap();
     chloe.join("dm:chloe:sam").await;
     sam.join("dm:chloe:sam").await;
-    sam.send("dm:chloe:sam", "k1", "hi chloe").await;
-    assert_eq!(chloe.event("message").await["body"], "hi chloe");
+    let to = fed.region_public_key(&region("ca-central")).unwrap();
+    let sealed = seal_text(&to, "dm:chloe:sam", "k1", "ca-central", "hi chloe");
+    let reply = sam.send_sealed("dm:chloe:sam", "k1", sealed).await;
+    assert_eq!(reply["ok"]["seq"], 1, "{reply}");
+    let m: Message = serde_json::from_value(chloe.event("message").await).unwrap();
+    let payload = serde_json::to_value(m.sealed.unwrap()).unwrap();
+    let text = open_text(
+        &chloe_key,
+        "dm:chloe:sam",
+        m.id.as_str(),
+        "ca-central",
+        &payload,
+    );
+    assert_eq!(text.unwrap(), "hi chloe");
     assert_eq!(
         fed.space_location(&SpaceId::new("dm:chloe:sam").unwrap()),
         Some(loc)

@@ -10,7 +10,8 @@ use std::time::Duration;
 use devserver::{Federation, FederationConfig};
 use futures::{SinkExt, StreamExt};
 use meridian::codec::{EioPacket, SioPacket, SioPacketKind};
-use meridian::model::RegionId;
+use meridian::envelope::{self, Binding, KeyPair, SealedPayload, SealingKey};
+use meridian::model::{RegionId, SpaceId};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -105,6 +106,51 @@ pub struct RawClient {
 /// Opens the WebSocket and sends CONNECT; `Err` carries the connect_error message.
 pub async fn connect(socket_url: &str, token: &str) -> Result<RawClient, String> {
     connect_with_auth(socket_url, Some(json!({"token": token, "protocol": 1}))).await
+}
+
+/// Connects with the client's sealing key in the auth payload (what a region seals
+/// data-sovereignty deliveries to).
+pub async fn connect_with_key(
+    socket_url: &str,
+    token: &str,
+    key: &KeyPair,
+) -> Result<RawClient, String> {
+    connect_with_auth(
+        socket_url,
+        Some(json!({"token": token, "protocol": 1, "public_key": key.public().to_base64()})),
+    )
+    .await
+}
+
+/// `text` sealed to `to`, bound to (space, message, region), as JSON for a request.
+pub fn seal_text(to: &SealingKey, space: &str, message: &str, region: &str, text: &str) -> Value {
+    let space = SpaceId::new(space).unwrap();
+    let region = RegionId::new(region).unwrap();
+    let binding = Binding {
+        space: &space,
+        message,
+        region: &region,
+    };
+    serde_json::to_value(envelope::seal(to, &binding, text.as_bytes()).unwrap()).unwrap()
+}
+
+/// Opens a sealed payload (JSON) with `key`, bound to (space, message, region).
+pub fn open_text(
+    key: &KeyPair,
+    space: &str,
+    message: &str,
+    region: &str,
+    sealed: &Value,
+) -> meridian::Result<String> {
+    let space = SpaceId::new(space).unwrap();
+    let region = RegionId::new(region).unwrap();
+    let sealed: SealedPayload = serde_json::from_value(sealed.clone()).unwrap();
+    let binding = Binding {
+        space: &space,
+        message,
+        region: &region,
+    };
+    envelope::open(key, &binding, &sealed).map(|bytes| String::from_utf8(bytes).unwrap())
 }
 
 pub async fn connect_with_auth(socket_url: &str, auth: Option<Value>) -> Result<RawClient, String> {
@@ -289,6 +335,15 @@ impl RawClient {
         self.ok(
             "message:send",
             json!({"space": space, "key": key, "body": body}),
+        )
+        .await
+    }
+
+    /// Sends a sealed message (empty body) and returns the whole reply (`ok` or `error`).
+    pub async fn send_sealed(&mut self, space: &str, key: &str, sealed: Value) -> Value {
+        self.request(
+            "message:send",
+            json!({"space": space, "key": key, "sealed": sealed}),
         )
         .await
     }

@@ -369,6 +369,28 @@ mod tests {
     }
 
     #[test]
+    fn a_private_key_round_trips_through_hex_and_never_shows_in_debug() {
+        let key = KeyPair::generate();
+        let hex = PrivateKeyHex::of(&key);
+        assert_eq!(hex.key_pair().unwrap().public(), key.public());
+        let record = Record::SealingKey {
+            private: hex.clone(),
+        };
+        let line = serde_json::to_string(&record).unwrap();
+        assert!(
+            line.starts_with(r#"{"type":"sealing_key","private":""#),
+            "{line}"
+        );
+        assert!(!format!("{hex:?}").contains(&hex.0));
+        for bad in ["", "0", "zz", &"00".repeat(31), "é"] {
+            assert!(
+                PrivateKeyHex(bad.to_string()).key_pair().is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn region_ids_become_safe_file_names() {
         let d = Path::new("/data");
         assert_eq!(

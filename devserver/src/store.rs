@@ -754,6 +754,62 @@ mod tests {
     }
 
     #[test]
+    fn the_sealing_key_pair_is_journaled_once_and_reloaded_and_a_swap_stays_in_memory() {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).unwrap();
+        let tag: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!("devserver-store-key-{tag}"));
+        let region = RegionId::new_unchecked("ca-central");
+        let (store, _) = RegionStore::open(region.clone(), None, &dir).unwrap();
+        let published = store.published_key();
+        assert_eq!(store.key_pair().public(), &published);
+        store.swap_key_pair(KeyPair::generate());
+        assert_ne!(store.key_pair().public(), &published);
+        assert_eq!(
+            store.published_key(),
+            published,
+            "the swap is not published"
+        );
+        store.wipe(Vec::new()).unwrap();
+        drop(store);
+        let (store, _) = RegionStore::open(region.clone(), None, &dir).unwrap();
+        assert_eq!(store.published_key(), published);
+        assert_eq!(store.key_pair().public(), &published);
+        let text = std::fs::read_to_string(journal::file_for(&dir, &region)).unwrap();
+        assert_eq!(text.matches("sealing_key").count(), 1, "written once");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_data_file_without_a_usable_key_gets_a_new_one_appended() {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).unwrap();
+        let tag: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!("devserver-store-nokey-{tag}"));
+        let region = RegionId::new_unchecked("eu-west");
+        let path = journal::file_for(&dir, &region);
+        std::fs::create_dir_all(&dir).unwrap();
+        // An older file: an epoch, a message, and a key record that is not a key.
+        std::fs::write(
+            &path,
+            concat!(
+                r#"{"type":"epoch","format":1,"epoch":"e1"}"#,
+                "\n",
+                r#"{"type":"sealing_key","private":"zz"}"#,
+                "\n"
+            ),
+        )
+        .unwrap();
+        let (store, _) = RegionStore::open(region.clone(), None, &dir).unwrap();
+        let key = store.published_key();
+        assert_eq!(store.epoch(), "e1", "the history is kept");
+        drop(store);
+        let (store, _) = RegionStore::open(region, None, &dir).unwrap();
+        assert_eq!(store.published_key(), key);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_data_file_of_a_newer_format_is_refused_not_misread() {
         let mut bytes = [0u8; 8];
         getrandom::fill(&mut bytes).unwrap();

@@ -228,6 +228,8 @@ pub(crate) struct Engine {
     send_waiters: HashMap<u64, Vec<oneshot::Sender<Result<SendReceipt>>>>,
     /// Where the spaces of sends are housed, as last located.
     locations: HashMap<SpaceId, (SpaceLocation, Region)>,
+    /// Spaces whose content must travel sealed (data sovereignty).
+    sealed_spaces: std::collections::HashSet<SpaceId>,
     /// Entries whose space could not be located yet.
     unlocated: BTreeMap<u64, OutboxEntry>,
     locate_retry_at: Option<crate::time::Instant>,
@@ -298,6 +300,7 @@ impl Engine {
             send_waiters: HashMap::new(),
             locations: HashMap::new(),
             unlocated: BTreeMap::new(),
+            sealed_spaces: std::collections::HashSet::new(),
             locate_retry_at: None,
             saved_cursors: cursors.clone(),
             restored_cursors: cursors,
@@ -610,19 +613,36 @@ impl Engine {
             }));
             return;
         };
-        if let Err(e) = policy::check_space_entry(&self.ctx, &loc) {
-            self.publish(Event::PolicyBlocked {
-                region: loc.region.clone(),
-                space: Some(entry.space.clone()),
-                reason: e.to_string(),
-            });
-            self.settle(entry.order, Err(e));
-            return;
+        let decision = match policy::decide(&self.ctx, policy::Target::Space(&loc)) {
+            Ok(decision) => decision,
+            Err(e) => {
+                self.publish(Event::PolicyBlocked {
+                    region: loc.region.clone(),
+                    space: Some(entry.space.clone()),
+                    reason: e.to_string(),
+                });
+                self.settle(entry.order, Err(e));
+                return;
+            }
+        };
+        let mut request = entry.request();
+        if decision.seal {
+            self.sealed_spaces.insert(entry.space.clone());
+            match seal_for(&region, &entry) {
+                Ok(sealed) => {
+                    request.body = String::new();
+                    request.sealed = Some(sealed);
+                }
+                Err(e) => {
+                    self.settle(entry.order, Err(e));
+                    return;
+                }
+            }
         }
         self.space_regions
             .insert(entry.space.clone(), loc.region.clone());
         let now = self.driver.now();
-        let id = self.submit(&region, Request::Send(entry.request()), now);
+        let id = self.submit(&region, Request::Send(request), now);
         self.send_requests.insert(id, entry.order);
     }
 
@@ -817,6 +837,19 @@ impl Engine {
                     self.refuse(region, space, e);
                     return;
                 }
+                // Content of a data-sovereignty space never leaves in the clear, whatever
+                // the code before this line did.
+                if let Some(s) = &space
+                    && self.sealed_spaces.contains(s)
+                    && carries_plaintext(&frame)
+                {
+                    let e = Error::PolicyViolation {
+                        region: region.clone(),
+                        reason: format!("plaintext content for data-sovereignty space {s}"),
+                    };
+                    self.refuse(region, space, e);
+                    return;
+                }
                 if let Some(tx) = self.transports.get(&(region.clone(), conn)) {
                     let _ = tx.unbounded_send(frame);
                 }
@@ -919,6 +952,46 @@ pub fn aggregate(states: impl IntoIterator<Item = ConnectionState>) -> Connectio
         Some((attempt, retry_in)) => ConnectionState::Reconnecting { attempt, retry_in },
         None => ConnectionState::Connecting,
     }
+}
+
+/// Seals a send's text to the housing region's published key, bound to the space, the
+/// send's idempotency key and the region.
+fn seal_for(region: &Region, entry: &OutboxEntry) -> Result<crate::envelope::SealedPayload> {
+    let key = region.public_key.as_deref().ok_or_else(|| Error::PolicyViolation {
+        region: region.id.clone(),
+        reason: format!(
+            "region {} publishes no sealing key, and data-sovereignty content can't travel in the clear",
+            region.id
+        ),
+    })?;
+    let key = crate::envelope::SealingKey::from_base64(key)?;
+    let binding = crate::envelope::Binding {
+        space: &entry.space,
+        message: entry.key.as_str(),
+        region: &region.id,
+    };
+    crate::envelope::seal(&key, &binding, entry.body.as_bytes())
+}
+
+/// Whether a frame is a send whose text is in the clear.
+fn carries_plaintext(frame: &str) -> bool {
+    use crate::codec::{EioPacket, SioPacket, SioPacketKind};
+    let Ok(EioPacket::Message(m)) = EioPacket::decode(frame) else {
+        return false;
+    };
+    let Ok(SioPacket {
+        kind: SioPacketKind::Event { name, args, .. },
+        ..
+    }) = SioPacket::decode(&m)
+    else {
+        return false;
+    };
+    name == crate::protocol::event::MESSAGE_SEND
+        && args
+            .first()
+            .and_then(|a| a.get("body"))
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|body| !body.is_empty())
 }
 
 async fn locate(directory: &Directory, space: &SpaceId) -> Result<(SpaceLocation, Region)> {

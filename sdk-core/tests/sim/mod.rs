@@ -1,0 +1,12 @@
+//! The simulation harness: a simulated region, a fake network and clock, simulated clients
+//! (session + outbox + app), and the invariants. See `world.rs` for the story of a run.
+
+pub mod check;
+pub mod client;
+pub mod net;
+pub mod region;
+pub mod world;
+
+pub use check::Stats;
+pub use region::RegionBug;
+pub use world::{Mix, run};

@@ -1,1 +1,14 @@
-//! End-to-end suites live in `tests/`.
+//! Support for the end-to-end suites in `tests/`: a fault-injecting TCP proxy, guards for
+//! the processes a suite starts (the devserver binary, the `fault-client` binary), and a
+//! ledger that checks delivery (every stored message once, in order, nothing silently
+//! missing) from what clients observed and what regions stored.
+
+pub mod ledger;
+pub mod process;
+pub mod proxy;
+pub mod rng;
+
+pub use ledger::{EventLog, Sent, Tally};
+pub use process::{ClientProcess, DevserverProcess};
+pub use proxy::{FaultProxy, Faults, ProxyStats};
+pub use rng::Rng;

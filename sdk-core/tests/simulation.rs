@@ -1,26 +1,33 @@
 //! Deterministic simulation of the SDK's sans-IO state machines (`RegionSession`, `Outbox`)
 //! against a simulated region, over a seeded fake network with a fake clock.
 //!
-//! Every run is decided by its seed: the faults (delays, duplicates, reordering, lost frames
-//! that break their connection, half-open links, resets, region restarts with and without
-//! state, client restarts, offline periods and network switches), their timing, and the
-//! traffic. Any failure replays from its seed:
+//! Every run is decided by its seed and its mix: the faults (delay spikes, duplicates,
+//! reordering, lost frames that break their connection by a reset or a half-open link,
+//! connection resets, region restarts with and without state, client restarts, offline
+//! periods, network switches), their timing, and the traffic. The story of a run and the
+//! invariants are in `sim/world.rs` and `sim/check.rs`.
+//!
+//! - `cargo test -p meridian --test simulation`: seeds 0..2000 in each mix.
+//! - `MERIDIAN_SIM_SEEDS=<n>`: seeds 0..n instead.
+//! - `MERIDIAN_SIM_SEED=<n>`: seed n only, with a trace of every event; `MERIDIAN_SIM_MIX=<name>`
+//!   narrows it to one mix (`faults`, `retention`, `state_loss`):
 //!
 //! ```text
-//! MERIDIAN_SIM_SEED=<n> cargo test -p meridian --test simulation <test> -- --nocapture
+//! MERIDIAN_SIM_SEED=<n> MERIDIAN_SIM_MIX=<mix> cargo test -p meridian --test simulation -- --nocapture
 //! ```
 //!
-//! `MERIDIAN_SIM_SEEDS=<n>` sets how many seeds each mix runs (default 2000).
-//! `MERIDIAN_SIM_STRICT=1` makes the known bugs of the state machines (`KNOWN_BUGS`) fail
-//! the runs that hit them, as every other broken invariant does.
+//! - `MERIDIAN_SIM_STRICT=1`: the known bugs of the state machines (`KNOWN_BUGS` in
+//!   `sim/world.rs`) fail the runs that hit them, as every other broken invariant does.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
 mod sim;
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use sim::world::KNOWN_BUGS;
-use sim::{Mix, RegionBug, Stats, run};
+use sim::known::KNOWN_BUGS;
+use sim::{Mix, RegionBug, Report, Stats, run};
 
 const DEFAULT_SEEDS: u64 = 2000;
 
@@ -33,7 +40,7 @@ const FAULTS: Mix = Mix {
     eager_rejoin: false,
 };
 
-/// The region keeps a small retention window: clients that fall behind it get told.
+/// The region keeps a small retention window: clients that fall behind it are told.
 const RETENTION: Mix = Mix {
     name: "retention",
     retention: true,
@@ -51,6 +58,8 @@ const STATE_LOSS: Mix = Mix {
     eager_rejoin: false,
 };
 
+const MIXES: [Mix; 3] = [FAULTS, RETENTION, STATE_LOSS];
+
 fn env_u64(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
     match value.trim().parse() {
@@ -64,11 +73,90 @@ fn strict() -> bool {
     env_u64("MERIDIAN_SIM_STRICT").is_some_and(|n| n != 0)
 }
 
-/// Runs the seeds of `mix` (or the one seed of `MERIDIAN_SIM_SEED`, traced) and fails with
-/// the seeds that broke an invariant.
-fn simulate(mix: &Mix, test: &str, ignored: bool) {
-    let strict = strict();
-    if let Some(seed) = env_u64("MERIDIAN_SIM_SEED") {
+/// What failed in `report`, known bugs included when strict.
+fn failures(report: &Report, strict: bool) -> Vec<String> {
+    let mut failures = report.failures.clone();
+    if strict {
+        failures.extend(
+            report
+                .known
+                .iter()
+                .map(|(bug, (_, first))| format!("[known bug {bug}] {first}")),
+        );
+    }
+    failures
+}
+
+/// The outcome of many seeds of one mix.
+#[derive(Default)]
+struct Summary {
+    total: Stats,
+    /// Failing seeds, with what failed.
+    failed: BTreeMap<u64, Vec<String>>,
+    /// Known bug -> (seeds that hit it, the first such seed, what happened there).
+    known: BTreeMap<&'static str, (u64, u64, String)>,
+}
+
+impl Summary {
+    fn add(&mut self, seed: u64, report: &Report, strict: bool) {
+        self.total.add(&report.stats);
+        for (bug, (_, first)) in &report.known {
+            let entry = self
+                .known
+                .entry(bug)
+                .or_insert_with(|| (0, seed, first.clone()));
+            entry.0 += 1;
+            if seed < entry.1 {
+                (entry.1, entry.2) = (seed, first.clone());
+            }
+        }
+        let failures = failures(report, strict);
+        if !failures.is_empty() {
+            self.failed.insert(seed, failures);
+        }
+    }
+}
+
+/// Runs seeds `0..seeds` of every mix on every core. Each run is deterministic on its own,
+/// so the outcome does not depend on the threads.
+fn run_all(mixes: &[Mix], seeds: u64, strict: bool) -> Vec<Summary> {
+    let jobs = seeds * mixes.len() as u64;
+    let next = AtomicU64::new(0);
+    let summaries: Vec<Mutex<Summary>> = mixes.iter().map(|_| Mutex::default()).collect();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let job = next.fetch_add(1, Ordering::Relaxed);
+                    if job >= jobs {
+                        break;
+                    }
+                    let (seed, m) = (
+                        job / mixes.len() as u64,
+                        (job % mixes.len() as u64) as usize,
+                    );
+                    let report = run(seed, &mixes[m], false);
+                    summaries[m].lock().unwrap().add(seed, &report, strict);
+                }
+            });
+        }
+    });
+    summaries
+        .into_iter()
+        .map(|s| s.into_inner().unwrap())
+        .collect()
+}
+
+/// Replays one seed with a trace, in every mix or in `MERIDIAN_SIM_MIX`.
+fn replay(seed: u64, mixes: &[Mix], strict: bool) {
+    let only = std::env::var("MERIDIAN_SIM_MIX").ok();
+    let mut failed = Vec::new();
+    for mix in mixes
+        .iter()
+        .filter(|m| only.as_deref().is_none_or(|o| o == m.name))
+    {
+        eprintln!("===== simulation[{}] seed {seed} =====", mix.name);
         let report = run(seed, mix, true);
         eprintln!("simulation[{}]: seed={seed} {}", mix.name, report.stats);
         for (bug, (times, first)) in &report.known {
@@ -77,99 +165,73 @@ fn simulate(mix: &Mix, test: &str, ignored: bool) {
         for f in &report.failures {
             eprintln!("  {f}");
         }
-        assert!(
-            report.ok() && (!strict || report.known.is_empty()),
-            "seed {seed} of mix {} failed (see above)",
-            mix.name
-        );
-        return;
+        if !failures(&report, strict).is_empty() {
+            failed.push(mix.name);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "seed {seed} failed in {failed:?} (see above)"
+    );
+}
+
+/// Runs every mix and fails with the seeds that broke an invariant.
+fn simulate(mixes: &[Mix], ignored: bool) {
+    let strict = strict();
+    if let Some(seed) = env_u64("MERIDIAN_SIM_SEED") {
+        return replay(seed, mixes, strict);
     }
     let seeds = env_u64("MERIDIAN_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let started = std::time::Instant::now();
-    let mut total = Stats::default();
-    let mut failed = Vec::new();
-    // Known bug -> (seeds that hit it, the first seed, what happened there).
-    let mut known: BTreeMap<&str, (u64, u64, String)> = BTreeMap::new();
-    for seed in 0..seeds {
-        let report = run(seed, mix, false);
-        total.add(&report.stats);
-        for (bug, (_, first)) in &report.known {
-            known
-                .entry(bug)
-                .and_modify(|(n, ..)| *n += 1)
-                .or_insert_with(|| (1, seed, first.clone()));
-        }
-        let mut failures = report.failures;
-        if strict {
-            failures.extend(
-                report
-                    .known
-                    .iter()
-                    .map(|(bug, (_, f))| format!("[known bug {bug}] {f}")),
+    let summaries = run_all(mixes, seeds, strict);
+    let wall = started.elapsed().as_secs_f64();
+    let mut message = String::new();
+    for (mix, summary) in mixes.iter().zip(&summaries) {
+        eprintln!(
+            "simulation[{}]: seeds={seeds} failed_seeds={} {}",
+            mix.name,
+            summary.failed.len(),
+            summary.total
+        );
+        for (bug, (n, seed, first)) in &summary.known {
+            eprintln!(
+                "simulation[{}]:   known bug {bug}: {n} seeds (first: seed {seed}: {first})",
+                mix.name
             );
         }
-        if !failures.is_empty() {
-            failed.push((seed, failures));
+        if summary.failed.is_empty() {
+            continue;
         }
-    }
-    eprintln!(
-        "simulation[{}]: seeds={seeds} failed_seeds={} {total} wall={:.1}s",
-        mix.name,
-        failed.len(),
-        started.elapsed().as_secs_f64()
-    );
-    for (bug, (n, seed, first)) in &known {
-        eprintln!(
-            "simulation[{}]:   known bug {bug}: {n} seeds (first: seed {seed}: {first})",
-            mix.name
-        );
-    }
-    if let Some((first, _)) = failed.first() {
-        let mut message = format!(
+        message.push_str(&format!(
             "simulation[{}]: {} of {seeds} seeds broke an invariant\n",
             mix.name,
-            failed.len()
-        );
-        for (seed, failures) in failed.iter().take(5) {
+            summary.failed.len()
+        ));
+        for (seed, failures) in summary.failed.iter().take(5) {
             message.push_str(&format!("seed {seed}:\n"));
             for f in failures.iter().take(6) {
                 message.push_str(&format!("  {f}\n"));
             }
         }
-        message.push_str(&format!(
-            "replay: MERIDIAN_SIM_SEED={first} cargo test -p meridian --test simulation {test} -- {}--nocapture",
-            if ignored { "--ignored " } else { "" }
-        ));
-        panic!("{message}");
+        if let Some(first) = summary.failed.keys().next() {
+            message.push_str(&format!(
+                "replay: MERIDIAN_SIM_SEED={first} MERIDIAN_SIM_MIX={} cargo test -p meridian --test simulation -- {}--nocapture\n",
+                mix.name,
+                if ignored { "--ignored " } else { "" }
+            ));
+        }
     }
-}
-
-/// The known bugs, listed once (the simulation tolerates them unless strict).
-#[test]
-fn known_bugs_are_listed() {
-    for (name, what) in KNOWN_BUGS {
-        eprintln!("known bug {name}: {what}");
-    }
-    assert!(
-        KNOWN_BUGS
-            .iter()
-            .all(|(n, w)| !n.is_empty() && !w.is_empty())
+    eprintln!(
+        "simulation: {} runs in {wall:.1}s",
+        seeds * mixes.len() as u64
     );
+    assert!(message.is_empty(), "{message}");
 }
 
+/// Seeds 0..2000 of every mix; every invariant must hold (known bugs aside).
 #[test]
-fn simulation_faults() {
-    simulate(&FAULTS, "simulation_faults", false);
-}
-
-#[test]
-fn simulation_retention() {
-    simulate(&RETENTION, "simulation_retention", false);
-}
-
-#[test]
-fn simulation_state_loss() {
-    simulate(&STATE_LOSS, "simulation_state_loss", false);
+fn simulation() {
+    simulate(&MIXES, false);
 }
 
 /// An app that leaves a space and joins it again before the leave was answered. Ignored
@@ -181,12 +243,11 @@ fn simulation_state_loss() {
 #[ignore = "RegionSession re-sends a stale space:leave after the rejoin (reported)"]
 fn simulation_rejoin_before_the_leave_is_answered() {
     simulate(
-        &Mix {
+        &[Mix {
             name: "eager_rejoin",
             eager_rejoin: true,
             ..FAULTS
-        },
-        "simulation_rejoin_before_the_leave_is_answered",
+        }],
         true,
     );
 }
@@ -200,10 +261,8 @@ fn a_broken_region_is_caught() {
     ] {
         let mix = Mix {
             name,
-            retention: false,
-            state_loss: false,
             bug: Some(bug),
-            eager_rejoin: false,
+            ..FAULTS
         };
         let seeds = 0..10;
         let caught: Vec<u64> = seeds
@@ -220,4 +279,27 @@ fn a_broken_region_is_caught() {
             "a region with {bug:?} went unnoticed in every seed"
         );
     }
+}
+
+/// A seed replays exactly: the same counters, failures and known bugs, run after run.
+#[test]
+fn a_seed_replays_identically() {
+    for seed in [3, 42, 1932] {
+        let first = format!("{:?}", run(seed, &STATE_LOSS, false));
+        let again = format!("{:?}", run(seed, &STATE_LOSS, false));
+        assert_eq!(first, again, "seed {seed} did not replay identically");
+    }
+}
+
+/// The known bugs the simulation tolerates (unless strict), each with its description.
+#[test]
+fn known_bugs_are_listed() {
+    for (name, what) in KNOWN_BUGS {
+        eprintln!("known bug {name}: {what}");
+    }
+    assert!(
+        KNOWN_BUGS
+            .iter()
+            .all(|(n, w)| !n.is_empty() && !w.is_empty())
+    );
 }

@@ -49,6 +49,12 @@ pub struct Stats {
     pub timer_spins: u64,
     /// Simulated time, in ms.
     pub sim_ms: u64,
+    /// The longest time from the end of the faults to quiescence, in ms.
+    pub heal_ms_max: u64,
+    /// Sends the region recognised by their key and answered with the first receipt.
+    pub dedup_hits: u64,
+    /// Messages delivered again after a client restart, from a cursor that lagged.
+    pub redelivered: u64,
 }
 
 impl Stats {
@@ -71,6 +77,9 @@ impl Stats {
         self.resubmits += o.resubmits;
         self.timer_spins += o.timer_spins;
         self.sim_ms += o.sim_ms;
+        self.heal_ms_max = self.heal_ms_max.max(o.heal_ms_max);
+        self.dedup_hits += o.dedup_hits;
+        self.redelivered += o.redelivered;
     }
 }
 
@@ -80,7 +89,8 @@ impl fmt::Display for Stats {
             f,
             "sent={} delivered={} lost={} duplicated={} out_of_order={} continuity_events={} \
              contract_violations={} | reconnects={} server_restarts={} (without state: {}) \
-             client_restarts={} frames={} frames_lost={} problems={} resubmits={} timer_spins={} sim_time={}s",
+             client_restarts={} frames={} frames_lost={} problems={} resubmits={} dedup_hits={} redelivered_after_restart={} timer_spins={} \
+             sim_time={}s heal_max={}ms",
             self.sent,
             self.delivered,
             self.lost,
@@ -96,8 +106,11 @@ impl fmt::Display for Stats {
             self.frames_lost,
             self.problems,
             self.resubmits,
+            self.dedup_hits,
+            self.redelivered,
             self.timer_spins,
             self.sim_ms / 1000,
+            self.heal_ms_max,
         )
     }
 }

@@ -69,6 +69,8 @@ pub struct Client {
     /// Messages of a newer epoch the session received while its cursor was in an older one,
     /// as (space, epoch, seq) (a known bug drops them).
     pub dropped_new_epoch: BTreeSet<(SpaceId, u32, u64)>,
+    /// Messages the app had seen but lost with its process, as (space, epoch, seq).
+    pub rolled_back: BTreeSet<(SpaceId, u32, u64)>,
     /// Every send the app made, per space, in the order made (the test's record).
     pub sends: BTreeMap<SpaceId, Vec<IdempotencyKey>>,
     /// Sends the app wanted to make while its process was down: made at the next start.
@@ -112,6 +114,7 @@ impl Client {
             answered_joins: BTreeMap::new(),
             joins_in_flight: BTreeSet::new(),
             dropped_new_epoch: BTreeSet::new(),
+            rolled_back: BTreeSet::new(),
             sends: spaces.iter().map(|s| (s.clone(), Vec::new())).collect(),
             deferred: Vec::new(),
             batch: 0,

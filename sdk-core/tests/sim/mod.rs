@@ -3,10 +3,13 @@
 
 pub mod check;
 pub mod client;
+pub mod known;
 pub mod net;
+pub mod plan;
 pub mod region;
 pub mod world;
 
-pub use check::Stats;
+pub use check::{Report, Stats};
+pub use plan::Mix;
 pub use region::RegionBug;
-pub use world::{Mix, run};
+pub use world::run;

@@ -159,6 +159,8 @@ pub struct Region {
     bug: Option<RegionBug>,
     /// What it stored, ever.
     pub ledger: Ledger,
+    /// Sends it recognised by their key (answered with the first receipt).
+    pub dedup_hits: u64,
 }
 
 /// The wire form of epoch `n`.
@@ -188,6 +190,7 @@ impl Region {
             retention,
             bug,
             ledger: Ledger::default(),
+            dedup_hits: 0,
         };
         for s in spaces {
             region.spaces.insert(s.clone(), SpaceLog::default());
@@ -483,6 +486,7 @@ impl Region {
         if self.bug != Some(RegionBug::NoDedupe)
             && let Some(receipt) = log.keys.get(&req.key)
         {
+            self.dedup_hits += 1;
             return Ok(receipt.clone());
         }
         log.head += 1;

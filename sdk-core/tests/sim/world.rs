@@ -11,93 +11,22 @@
 //! then compare what each app saw with what the region stored.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use meridian::backoff::Backoff;
-use meridian::codec::{EioPacket, SioPacket, SioPacketKind};
 use meridian::model::{IdempotencyKey, RegionId, SpaceId, UserId};
 use meridian::outbox::{Outbox, Settled};
-use meridian::protocol::event;
 use meridian::session::{
-    ConnectionState, Cursor, Output, RegionSession, Request, Response, SessionConfig, SessionEvent,
+    ConnectionState, Cursor, Output, RegionSession, Request, Response, SessionEvent,
 };
 use meridian::time::Instant;
 
 use super::check::{self, Kind, Pos, Report, Track};
 use super::client::{Client, Pending, Saved};
+use super::known::{
+    GAP_TIMER_SPINS, JOIN_ANSWERED_TWICE, NEW_EPOCH_DROPPED, ack_id, join_ack_id, message_id,
+};
 use super::net::{Conn, Dir, NetId, Queue, Wire};
-use super::region::{Region, RegionBug, RegionOut, epoch_number};
-
-/// Known bugs of the state machines, found by this simulation and reported: counted and
-/// shown in the summary, but not failures unless `MERIDIAN_SIM_STRICT=1`. Remove an entry
-/// once its bug is fixed, so that it can never come back unnoticed.
-pub const KNOWN_BUGS: &[(&str, &str)] = &[
-    (
-        JOIN_ANSWERED_TWICE,
-        "RegionSession answers a Join request twice: Err(Timeout) at its deadline, then \
-         Ok(Joined) when the join goes through later (the timed-out id stays in the \
-         subscription's waiters); or Err(Closed) when the app leaves the space, then \
-         Err(Timeout) at the deadline (the id stays in `requests`); close(), abort() and a \
-         refused connect answer it from `requests` and again from the waiters",
-    ),
-    (
-        NEW_EPOCH_DROPPED,
-        "RegionSession drops, as duplicates, messages of the region's new history epoch \
-         that arrive before the answer to its rejoin (their seq is compared with the last \
-         seq of the old epoch): after the ContinuityLost they are never delivered, and \
-         nothing asks for them again until a later message opens a gap",
-    ),
-    (
-        GAP_TIMER_SPINS,
-        "RegionSession::poll_timeout() reports the gap deadline of a subscription whose \
-         rejoin is in flight, which handle_timeout() ignores: the timer stays in the past \
-         (a busy loop) until the join is answered",
-    ),
-];
-
-/// See [`KNOWN_BUGS`].
-pub const NEW_EPOCH_DROPPED: &str = "new-epoch-messages-dropped-as-duplicates";
-/// See [`KNOWN_BUGS`].
-pub const JOIN_ANSWERED_TWICE: &str = "join-answered-after-timeout";
-/// See [`KNOWN_BUGS`].
-pub const GAP_TIMER_SPINS: &str = "gap-timer-spins-while-rejoining";
-
-/// The ack id of a `space:join` frame.
-fn join_ack_id(frame: &str) -> Option<u64> {
-    if !frame.contains("\"space:join\"") {
-        return None;
-    }
-    let EioPacket::Message(m) = EioPacket::decode(frame).ok()? else {
-        return None;
-    };
-    match SioPacket::decode(&m).ok()?.kind {
-        SioPacketKind::Event { name, ack_id, .. } if name == event::SPACE_JOIN => ack_id,
-        _ => None,
-    }
-}
-
-/// The message id of a `message` frame.
-fn message_id(frame: &str) -> Option<&str> {
-    if !frame.starts_with("42[\"message\"") {
-        return None;
-    }
-    let rest = &frame[frame.find("\"id\":\"")? + 6..];
-    Some(&rest[..rest.find('"')?])
-}
-
-/// The ack id of an ack frame.
-fn ack_id(frame: &str) -> Option<u64> {
-    if !frame.starts_with("43") {
-        return None;
-    }
-    let EioPacket::Message(m) = EioPacket::decode(frame).ok()? else {
-        return None;
-    };
-    match SioPacket::decode(&m).ok()?.kind {
-        SioPacketKind::Ack { ack_id, .. } => Some(ack_id),
-        _ => None,
-    }
-}
+use super::plan::{Fault, Mix, Plan, Stop, session_config};
+use super::region::{Region, RegionOut, epoch_number};
 
 const REGION: &str = "sim-1";
 const URL: &str = "ws://sim-1.invalid";
@@ -108,220 +37,6 @@ macro_rules! trace {
             eprintln!("{:>8} ms  {}", $w.now, format_args!($($arg)*));
         }
     };
-}
-
-/// A family of scenarios: which kinds of trouble the region may have.
-#[derive(Debug, Clone, Copy)]
-pub struct Mix {
-    /// Its name, in the summary line.
-    pub name: &'static str,
-    /// The region keeps only the newest few messages per space.
-    pub retention: bool,
-    /// Region restarts may lose the region's state.
-    pub state_loss: bool,
-    /// A deliberately broken region.
-    pub bug: Option<RegionBug>,
-    /// An app that left a space joins it again without waiting for the leave's answer
-    /// (see the ignored test `simulation_rejoin_before_the_leave_is_answered`).
-    pub eager_rejoin: bool,
-}
-
-/// How a region stops.
-#[derive(Debug, Clone, Copy)]
-pub enum Stop {
-    /// Socket.IO DISCONNECT, then an orderly close of every socket.
-    Graceful,
-    /// The process dies: every socket is reset.
-    Crash,
-    /// The machine vanishes: the sockets go silent (half-open on the client's side).
-    Vanish,
-}
-
-/// Something that goes wrong on purpose, at a scripted time.
-#[derive(Debug, Clone, Copy)]
-pub enum Fault {
-    /// The region restarts, keeping its store or losing it, and is down for `down_ms`.
-    RegionRestart {
-        /// Whether the store survives.
-        keep_state: bool,
-        /// How long it is down.
-        down_ms: u64,
-        /// How it stops.
-        stop: Stop,
-    },
-    /// The region is back.
-    RegionUp,
-    /// A client process dies, and starts again after `down_ms`.
-    ClientCrash {
-        /// Which client.
-        client: usize,
-        /// How long it stays down.
-        down_ms: u64,
-    },
-    /// The client process starts again.
-    ClientBoot {
-        /// Which client.
-        client: usize,
-    },
-    /// A device loses its network for `ms`.
-    Offline {
-        /// Which client.
-        client: usize,
-        /// For how long.
-        ms: u64,
-    },
-    /// The network is back.
-    Online {
-        /// Which client.
-        client: usize,
-    },
-    /// A device switches networks: its sockets go silent, the platform reports "online".
-    Switch {
-        /// Which client.
-        client: usize,
-    },
-    /// A random open connection is reset.
-    Reset,
-}
-
-/// Everything one seed decides before the run.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// Clients.
-    pub clients: usize,
-    /// Spaces (every client joins every space).
-    pub spaces: usize,
-    /// Sends per client per space.
-    pub sends: usize,
-    /// How long faults are injected, in ms.
-    pub chaos_ms: u64,
-    /// Base one-way latency, ms.
-    pub latency: u64,
-    /// Latency jitter, ms.
-    pub jitter: u64,
-    /// Per frame: chance of a delay spike (100..1500 ms, everything behind it waits too).
-    pub p_delay: f64,
-    /// Per frame: chance it is overtaken by later frames.
-    pub p_reorder: f64,
-    /// Per frame from the region: chance it is delivered twice.
-    pub p_dup: f64,
-    /// Per frame: chance it is lost (and its connection with it).
-    pub p_drop: f64,
-    /// Per connection attempt: chance it is refused.
-    pub p_refuse: f64,
-    /// The region's retention window, if any.
-    pub retention: Option<usize>,
-    /// The scripted faults.
-    pub script: Vec<(u64, Fault)>,
-    /// The app of `client` leaves `space` at `at` and joins it again `away_ms` later:
-    /// (at, client, space, away_ms).
-    pub leaves: Vec<(u64, usize, usize, u64)>,
-}
-
-impl Plan {
-    /// The plan of `seed` in `mix`.
-    pub fn draw(seed: u64, mix: &Mix) -> Self {
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let clients = 3;
-        let chaos_ms = 16_000;
-        let mut rate = |max: f64| {
-            if rng.f64() < 0.7 {
-                rng.f64() * max
-            } else {
-                0.0
-            }
-        };
-        let (p_delay, p_reorder, p_dup, p_drop, p_refuse) =
-            (rate(0.03), rate(0.05), rate(0.05), rate(0.01), rate(0.3));
-        let mut script = Vec::new();
-        let when = |rng: &mut fastrand::Rng| rng.u64(1_000..chaos_ms - 2_000);
-        let restarts = if mix.state_loss {
-            rng.usize(1..=2)
-        } else {
-            rng.usize(0..=2)
-        };
-        for i in 0..restarts {
-            let keep_state = !mix.state_loss || (i > 0 && rng.bool());
-            let stop = match rng.usize(0..3) {
-                0 => Stop::Graceful,
-                1 => Stop::Crash,
-                _ => Stop::Vanish,
-            };
-            let fault = Fault::RegionRestart {
-                keep_state,
-                down_ms: rng.u64(100..=3_000),
-                stop,
-            };
-            script.push((when(&mut rng), fault));
-        }
-        for _ in 0..rng.usize(0..=3) {
-            let fault = Fault::ClientCrash {
-                client: rng.usize(0..clients),
-                down_ms: rng.u64(0..=2_000),
-            };
-            script.push((when(&mut rng), fault));
-        }
-        for _ in 0..rng.usize(0..=3) {
-            let fault = Fault::Offline {
-                client: rng.usize(0..clients),
-                ms: rng.u64(200..=6_000),
-            };
-            script.push((when(&mut rng), fault));
-        }
-        for _ in 0..rng.usize(0..=2) {
-            let fault = Fault::Switch {
-                client: rng.usize(0..clients),
-            };
-            script.push((when(&mut rng), fault));
-        }
-        for _ in 0..rng.usize(0..=4) {
-            script.push((when(&mut rng), Fault::Reset));
-        }
-        script.sort_by_key(|(t, _)| *t);
-        let leaves = (0..rng.usize(0..=2))
-            .map(|_| {
-                (
-                    when(&mut rng),
-                    rng.usize(0..clients),
-                    rng.usize(0..2),
-                    rng.u64(0..=3_000),
-                )
-            })
-            .collect();
-        Self {
-            clients,
-            spaces: 2,
-            sends: rng.usize(8..=15),
-            chaos_ms,
-            latency: rng.u64(2..=40),
-            jitter: rng.u64(0..=40),
-            p_delay,
-            p_reorder,
-            p_dup,
-            p_drop,
-            p_refuse,
-            retention: mix.retention.then(|| rng.usize(3..=12)),
-            script,
-            leaves,
-        }
-    }
-}
-
-/// The session tunables of the simulation: short, so that a run takes seconds of
-/// simulated time.
-pub fn session_config() -> SessionConfig {
-    SessionConfig {
-        connect_timeout: Duration::from_secs(2),
-        heartbeat_grace: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(5),
-        idle_timeout: Duration::from_secs(30),
-        ack_timeout: Duration::from_secs(3),
-        gap_timeout: Duration::from_millis(500),
-        backoff: Backoff {
-            base: Duration::from_millis(100),
-            cap: Duration::from_secs(2),
-        },
-    }
 }
 
 #[derive(Debug)]
@@ -434,7 +149,8 @@ impl World {
     }
 
     fn run(&mut self) {
-        let cap = self.plan.chaos_ms + 100_000;
+        // Quiescence comes within 5 s of the end of the faults in every seed seen so far.
+        let cap = self.plan.chaos_ms + 30_000;
         let mut steps: u64 = 0;
         while !self.done {
             steps += 1;
@@ -556,6 +272,7 @@ impl World {
             Ev::Probe => {
                 if self.quiescent() {
                     trace!(self, "quiescent");
+                    self.report.stats.heal_ms_max = self.now - self.plan.chaos_ms;
                     self.done = true;
                 } else {
                     self.queue.push(self.now + 200, Ev::Probe);
@@ -1084,6 +801,9 @@ impl World {
                 );
                 let client = &mut self.clients[c];
                 let batch = client.batch;
+                if client.rolled_back.remove(&(m.space.clone(), epoch, m.seq)) {
+                    self.report.stats.redelivered += 1;
+                }
                 if let Some(track) = client.tracks.get_mut(&m.space)
                     && let Some((kind, what)) = track.deliver(epoch, m.seq, batch)
                 {
@@ -1495,6 +1215,22 @@ impl World {
         client.conns.clear();
         client.outbox = Outbox::new();
         client.save_due = false;
+        // What the app saw after its last save is gone with the process.
+        for (space, track) in &client.tracks {
+            let saved = client.saved.tracks.get(space);
+            for seg in &track.segments {
+                for seq in &seg.delivered {
+                    let kept = saved.is_some_and(|t| {
+                        t.segments
+                            .iter()
+                            .any(|s| s.epoch == seg.epoch && s.delivered.contains(seq))
+                    });
+                    if !kept {
+                        client.rolled_back.insert((space.clone(), seg.epoch, *seq));
+                    }
+                }
+            }
+        }
         for net in nets {
             let open = self.conns.get(&net).is_some_and(|x| x.client_open);
             if let Some(x) = self.conns.get_mut(&net) {
@@ -1590,6 +1326,7 @@ impl World {
 
     fn finish(mut self) -> Report {
         self.report.stats.sim_ms = self.now;
+        self.report.stats.dedup_hits = self.region.dedup_hits;
         let ledger = &self.region.ledger;
         let final_epoch = self.region.epoch;
         for (c, client) in self.clients.iter().enumerate() {

@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sim::known::KNOWN_BUGS;
-use sim::{Mix, RegionBug, Report, Stats, run};
+use sim::{Mix, RegionBug, Report, Stats, Tamper, run};
 
 const DEFAULT_SEEDS: u64 = 2000;
 
@@ -37,6 +37,7 @@ const FAULTS: Mix = Mix {
     retention: false,
     state_loss: false,
     bug: None,
+    tamper: None,
     eager_rejoin: false,
 };
 
@@ -46,6 +47,7 @@ const RETENTION: Mix = Mix {
     retention: true,
     state_loss: false,
     bug: None,
+    tamper: None,
     eager_rejoin: false,
 };
 
@@ -55,6 +57,7 @@ const STATE_LOSS: Mix = Mix {
     retention: false,
     state_loss: true,
     bug: None,
+    tamper: None,
     eager_rejoin: false,
 };
 
@@ -252,32 +255,34 @@ fn simulation_rejoin_before_the_leave_is_answered() {
     );
 }
 
-/// The harness can fail: a region that breaks the protocol is caught by the invariants.
+/// The harness can fail: a region or a session that breaks the protocol is caught.
 #[test]
-fn a_broken_region_is_caught() {
-    for (bug, name) in [
-        (RegionBug::NoDedupe, "broken_no_dedupe"),
-        (RegionBug::SkipSeq, "broken_skip_seq"),
-    ] {
+fn a_broken_region_or_session_is_caught() {
+    let broken = [
+        ("broken_region_no_dedupe", Some(RegionBug::NoDedupe), None),
+        ("broken_region_skips_seqs", Some(RegionBug::SkipSeq), None),
+        ("broken_session_drops", None, Some(Tamper::DropSome)),
+        ("broken_session_repeats", None, Some(Tamper::RepeatSome)),
+    ];
+    for (name, bug, tamper) in broken {
         let mix = Mix {
             name,
-            bug: Some(bug),
+            bug,
+            tamper,
             ..FAULTS
         };
         let seeds = 0..10;
-        let caught: Vec<u64> = seeds
-            .clone()
-            .filter(|seed| !run(*seed, &mix, false).ok())
-            .collect();
+        let reports: Vec<Report> = seeds.clone().map(|seed| run(seed, &mix, false)).collect();
+        let caught = reports.iter().filter(|r| !r.ok()).count();
+        let mut total = Stats::default();
+        for r in &reports {
+            total.add(&r.stats);
+        }
         eprintln!(
-            "simulation[{name}]: caught in {} of {} seeds",
-            caught.len(),
-            seeds.end
+            "simulation[{name}]: caught in {caught} of {} seeds: lost={} duplicated={} out_of_order={} contract_violations={}",
+            seeds.end, total.lost, total.duplicated, total.out_of_order, total.contract
         );
-        assert!(
-            !caught.is_empty(),
-            "a region with {bug:?} went unnoticed in every seed"
-        );
+        assert!(caught > 0, "{name} went unnoticed in every seed");
     }
 }
 

@@ -416,6 +416,16 @@ impl Track {
         }
     }
 
+    /// At the end of a run: a history reset owes the app the region's current epoch from
+    /// its first seq, even if nothing of it arrived.
+    pub fn settle(&mut self, epoch: u32) {
+        if let Pos::Reset { from_epoch } = self.pos
+            && from_epoch < epoch
+        {
+            self.start(epoch, 0);
+        }
+    }
+
     /// Compares with the session's cursor `(epoch, last_seq)`, as the app persists it.
     pub fn reconcile(&mut self, cursor: Option<(u32, u64)>) -> Option<Anomaly> {
         match (self.pos, cursor) {

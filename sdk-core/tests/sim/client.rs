@@ -62,6 +62,9 @@ pub struct Client {
     pub saved: Saved,
     /// Spaces the app has left (and not joined again): persisted app state.
     pub left: BTreeSet<SpaceId>,
+    /// Spaces the app has left that the session follows again, because a send restored
+    /// from the store was submitted to them (a known bug).
+    pub implicit_joins: BTreeSet<SpaceId>,
     /// Join requests the session answered, and how (a second answer is a known bug).
     pub answered_joins: BTreeMap<RequestId, String>,
     /// `space:join` events written and not answered yet, as (connection, ack id).
@@ -112,6 +115,7 @@ impl Client {
             saved: Saved::default(),
             left: BTreeSet::new(),
             answered_joins: BTreeMap::new(),
+            implicit_joins: BTreeSet::new(),
             joins_in_flight: BTreeSet::new(),
             dropped_new_epoch: BTreeSet::new(),
             rolled_back: BTreeSet::new(),

@@ -10,6 +10,6 @@ pub mod region;
 pub mod world;
 
 pub use check::{Report, Stats};
-pub use plan::Mix;
+pub use plan::{Mix, Tamper};
 pub use region::RegionBug;
 pub use world::run;

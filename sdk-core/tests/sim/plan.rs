@@ -19,9 +19,20 @@ pub struct Mix {
     pub state_loss: bool,
     /// A deliberately broken region.
     pub bug: Option<RegionBug>,
+    /// A deliberately broken session (its message events distorted on the way to the app).
+    pub tamper: Option<Tamper>,
     /// An app that left a space joins it again without waiting for the leave's answer
     /// (see the ignored test `simulation_rejoin_before_the_leave_is_answered`).
     pub eager_rejoin: bool,
+}
+
+/// What a deliberately broken session does to its message events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tamper {
+    /// Loses the first delivery of every 7th seq.
+    DropSome,
+    /// Delivers every 5th seq twice.
+    RepeatSome,
 }
 
 /// How a region stops.

@@ -22,10 +22,11 @@ use meridian::time::Instant;
 use super::check::{self, Kind, Pos, Report, Track};
 use super::client::{Client, Pending, Saved};
 use super::known::{
-    GAP_TIMER_SPINS, JOIN_ANSWERED_TWICE, NEW_EPOCH_DROPPED, ack_id, join_ack_id, message_id,
+    GAP_TIMER_SPINS, IMPLICIT_REJOIN, JOIN_ANSWERED_TWICE, NEW_EPOCH_DROPPED, ack_id, join_ack_id,
+    message_id,
 };
 use super::net::{Conn, Dir, NetId, Queue, Wire};
-use super::plan::{Fault, Mix, Plan, Stop, session_config};
+use super::plan::{Fault, Mix, Plan, Stop, Tamper, session_config};
 use super::region::{Region, RegionOut, epoch_number};
 
 const REGION: &str = "sim-1";
@@ -91,6 +92,9 @@ struct World {
     tracing: bool,
     done: bool,
     eager_rejoin: bool,
+    tamper: Option<Tamper>,
+    /// Message events a tampering session already swallowed, as (client, message id).
+    tampered: std::collections::BTreeSet<(usize, meridian::model::MessageId)>,
     sends_made: usize,
     spin_reported: bool,
 }
@@ -120,6 +124,8 @@ impl World {
             tracing,
             done: false,
             eager_rejoin: mix.eager_rejoin,
+            tamper: mix.tamper,
+            tampered: std::collections::BTreeSet::new(),
             sends_made: 0,
             spin_reported: false,
             plan,
@@ -238,6 +244,7 @@ impl World {
                 }
                 trace!(self, "c{c} app joins {space} again");
                 self.clients[c].left.remove(&space);
+                self.clients[c].implicit_joins.remove(&space);
                 if self.clients[c].up {
                     self.app_join(c, s);
                     self.flush_deferred(c);
@@ -579,10 +586,20 @@ impl World {
         }
     }
 
+    fn request_leave(&mut self, c: usize, space: &SpaceId) {
+        let now = self.at();
+        let client = &mut self.clients[c];
+        let id = client.request_id();
+        client.pending.insert(id, Pending::Leave(space.clone()));
+        client.batch += 1;
+        if let Some(session) = client.session.as_mut() {
+            session.request(id, Request::Leave(space.clone()), now);
+        }
+    }
+
     /// The app leaves space `s` (once its sends there are through), and joins it again
     /// `away` ms later.
     fn app_leave(&mut self, c: usize, s: usize, away: u64) {
-        let now = self.at();
         let space = self.spaces[s].clone();
         let client = &mut self.clients[c];
         if !client.up || client.left.contains(&space) {
@@ -593,12 +610,8 @@ impl World {
             return;
         }
         client.left.insert(space.clone());
-        let id = client.request_id();
-        client.pending.insert(id, Pending::Leave(space.clone()));
-        client.batch += 1;
-        if let Some(session) = client.session.as_mut() {
-            session.request(id, Request::Leave(space.clone()), now);
-        }
+        self.request_leave(c, &space);
+        let client = &mut self.clients[c];
         // The app forgets the space at once, in memory and in its store.
         if let Some(track) = client.tracks.get_mut(&space) {
             track.leave();
@@ -673,6 +686,10 @@ impl World {
             for entry in ready {
                 progressed = true;
                 let client = &mut self.clients[c];
+                if client.left.contains(&entry.space) {
+                    // A send restored from the store for a space the app has left since.
+                    client.implicit_joins.insert(entry.space.clone());
+                }
                 let id = client.request_id();
                 client.pending.insert(id, Pending::Send(entry.order));
                 client.batch += 1;
@@ -769,48 +786,22 @@ impl World {
     }
 
     fn session_event(&mut self, c: usize, event: SessionEvent) {
+        if let SessionEvent::Message(m) = &event {
+            match self.tamper {
+                Some(Tamper::DropSome)
+                    if m.seq % 7 == 0 && self.tampered.insert((c, m.id.clone())) =>
+                {
+                    return;
+                }
+                Some(Tamper::RepeatSome) if m.seq % 5 == 0 => self.deliver(c, m.clone()),
+                _ => {}
+            }
+        }
         let inc = self.clients[c].inc;
         let now = self.now;
         let who = move || format!("t={now} c{c}#{inc}");
         match event {
-            SessionEvent::Message(m) => {
-                self.report.stats.delivered += 1;
-                let Some(stored) = self.region.ledger.by_id.get(m.id.as_str()) else {
-                    self.report.fail(
-                        Kind::Contract,
-                        1,
-                        format!("{}: delivered {m:?}, which the region never stored", who()),
-                    );
-                    return;
-                };
-                if stored.space != m.space
-                    || stored.seq != m.seq
-                    || stored.body != m.body
-                    || stored.sender != m.sender
-                {
-                    self.report.fail(
-                        Kind::Contract,
-                        1,
-                        format!("{}: delivered {m:?}, which differs from what the region stored: {stored:?}", who()),
-                    );
-                }
-                let epoch = stored.epoch;
-                trace!(
-                    self,
-                    "c{c}#{inc} DELIVERS {} #{} (epoch {epoch})", m.space, m.seq
-                );
-                let client = &mut self.clients[c];
-                let batch = client.batch;
-                if client.rolled_back.remove(&(m.space.clone(), epoch, m.seq)) {
-                    self.report.stats.redelivered += 1;
-                }
-                if let Some(track) = client.tracks.get_mut(&m.space)
-                    && let Some((kind, what)) = track.deliver(epoch, m.seq, batch)
-                {
-                    self.report
-                        .fail(kind, 1, format!("{} {}: {what}", who(), m.space));
-                }
-            }
+            SessionEvent::Message(m) => self.deliver(c, m),
             SessionEvent::ContinuityLost { space, from, to } => {
                 self.report.stats.continuity_events += 1;
                 trace!(
@@ -851,6 +842,11 @@ impl World {
                     }
                     Pending::Leave(space) => {
                         trace!(self, "c{c}#{inc} left {space}: {result:?}");
+                        // Until the region confirms, the app leaves again (and waits before
+                        // joining again): a leave that went unanswered may still be applied.
+                        if result.is_err() && !self.eager_rejoin {
+                            self.request_leave(c, &space);
+                        }
                     }
                     Pending::Send(order) => self.send_answered(c, order, result),
                 }
@@ -878,6 +874,68 @@ impl World {
                 format!("{}: token rejected, though the region accepts it", who()),
             ),
             SessionEvent::Presence(_) | SessionEvent::Typing(_) => {}
+        }
+    }
+
+    /// The app hears message `m` from client `c`'s session.
+    fn deliver(&mut self, c: usize, m: meridian::model::Message) {
+        let inc = self.clients[c].inc;
+        let now = self.now;
+        let who = move || format!("t={now} c{c}#{inc}");
+        self.report.stats.delivered += 1;
+        let Some(stored) = self.region.ledger.by_id.get(m.id.as_str()) else {
+            self.report.fail(
+                Kind::Contract,
+                1,
+                format!("{}: delivered {m:?}, which the region never stored", who()),
+            );
+            return;
+        };
+        if stored.space != m.space
+            || stored.seq != m.seq
+            || stored.body != m.body
+            || stored.sender != m.sender
+        {
+            self.report.fail(
+                Kind::Contract,
+                1,
+                format!(
+                    "{}: delivered {m:?}, which differs from what the region stored: {stored:?}",
+                    who()
+                ),
+            );
+        }
+        let epoch = stored.epoch;
+        trace!(
+            self,
+            "c{c}#{inc} DELIVERS {} #{} (epoch {epoch})", m.space, m.seq
+        );
+        let client = &mut self.clients[c];
+        let batch = client.batch;
+        if client.rolled_back.remove(&(m.space.clone(), epoch, m.seq)) {
+            self.report.stats.redelivered += 1;
+        }
+        if client.implicit_joins.contains(&m.space)
+            && client
+                .tracks
+                .get(&m.space)
+                .is_some_and(|t| t.pos == Pos::Left)
+        {
+            self.report.known(IMPLICIT_REJOIN, || {
+                format!(
+                    "{}: {} #{} delivered, a space the app left",
+                    who(),
+                    m.space,
+                    m.seq
+                )
+            });
+            return;
+        }
+        if let Some(track) = client.tracks.get_mut(&m.space)
+            && let Some((kind, what)) = track.deliver(epoch, m.seq, batch)
+        {
+            self.report
+                .fail(kind, 1, format!("{} {}: {what}", who(), m.space));
         }
     }
 
@@ -1013,6 +1071,9 @@ impl World {
             session.cursors().map(|(s, cur)| (s.clone(), cur)).collect();
         let mut anomalies = Vec::new();
         for (space, track) in &mut client.tracks {
+            if track.pos == Pos::Left && client.implicit_joins.contains(space) {
+                continue; // see IMPLICIT_REJOIN: the session follows the space again
+            }
             let cursor = cursors
                 .get(space)
                 .map(|cur| (epoch_number(&cur.epoch).unwrap_or(0), cur.last_seq));
@@ -1210,6 +1271,7 @@ impl World {
         client.session = None;
         client.deadline = None;
         client.joins_in_flight.clear();
+        client.implicit_joins.clear();
         client.dropped_new_epoch.clear();
         client.pending.clear();
         client.conns.clear();
@@ -1262,7 +1324,14 @@ impl World {
                             .contains(&(space.clone(), epoch, s))
                     })
             }
-            Pos::Reset { from_epoch } => from_epoch < epoch && head == 0,
+            Pos::Reset { from_epoch } => {
+                from_epoch < epoch
+                    && (1..=head).all(|s| {
+                        client
+                            .dropped_new_epoch
+                            .contains(&(space.clone(), epoch, s))
+                    })
+            }
             Pos::NotStarted | Pos::Left => false,
         }
     }
@@ -1329,6 +1398,11 @@ impl World {
         self.report.stats.dedup_hits = self.region.dedup_hits;
         let ledger = &self.region.ledger;
         let final_epoch = self.region.epoch;
+        for client in &mut self.clients {
+            for track in client.tracks.values_mut() {
+                track.settle(final_epoch);
+            }
+        }
         for (c, client) in self.clients.iter().enumerate() {
             for space in &self.spaces {
                 if let Some(track) = client.tracks.get(space) {

@@ -647,13 +647,12 @@ async fn send(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: SendRequest
     {
         return r.err(ErrorBody::from(&e));
     }
-    if !conn.has_joined(&req.space) {
-        // Say why as precisely as a join would (not_found, policy_violation, moved, ...).
-        return r.err(
-            access(ctx, conn, &req.space)
-                .err()
-                .unwrap_or_else(|| invalid(format!("join the space {} first", req.space))),
-        );
+    // Sending needs the same access as joining (not_found, policy_violation, moved,
+    // unauthorized for a DM of others), not a subscription: an app may post to a space
+    // whose messages it doesn't follow, and a send restored after a restart must not
+    // make its client follow a space it left.
+    if let Err(e) = access(ctx, conn, &req.space) {
+        return r.err(e);
     }
     let Some(record) = ctx.shared.space(&req.space) else {
         return r.err(error(ErrorCode::NotFound, format!("space {}", req.space)));

@@ -483,6 +483,7 @@ impl RegionSession {
         let gap = self
             .subscriptions
             .values()
+            .filter(|s| s.active && s.join_ack.is_none())
             .filter_map(|s| s.gap_since)
             .min()
             .map(|t| t + self.config.gap_timeout);
@@ -508,21 +509,13 @@ impl RegionSession {
                 // Forget the subscription at once: nothing more is delivered for it.
                 if let Some(sub) = self.subscriptions.remove(&space) {
                     for w in sub.waiters {
-                        self.reply(w, Err(Error::Closed));
+                        self.answer(w, Err(Error::Closed));
                     }
                     if let Some(ack) = sub.join_ack {
                         self.acks.remove(&ack);
                     }
                 }
                 self.enqueue(id, Request::Leave(space), now);
-            }
-            Request::Send(send) => {
-                // Sending to a space means taking part in it: subscribe if not yet.
-                if !self.subscriptions.contains_key(&send.space) {
-                    self.subscription(&send.space);
-                    self.send_join(&send.space);
-                }
-                self.enqueue(id, Request::Send(send), now);
             }
             other => self.enqueue(id, other, now),
         }
@@ -652,15 +645,8 @@ impl RegionSession {
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            if let Some(r) = self.requests.remove(&id) {
-                if let Some(ack) = r.ack {
-                    self.acks.remove(&ack);
-                }
-                self.reply(
-                    id,
-                    Err(Error::Timeout(format!("no answer from {}", self.region))),
-                );
-            }
+            let error = Error::Timeout(format!("no answer from {}", self.region));
+            self.answer(id, Err(error));
         }
         if let Some(t) = self.idle_since
             && now >= t + self.config.idle_timeout
@@ -782,23 +768,37 @@ impl RegionSession {
     }
 
     fn fail_everything(&mut self, error: &Error) {
-        let requests = std::mem::take(&mut self.requests);
-        for id in requests.into_keys() {
-            self.reply(id, Err(error.clone()));
-        }
-        let subs = std::mem::take(&mut self.subscriptions);
-        for (space, sub) in subs {
+        // Joins waiting on a subscription are answered below, with every other request.
+        for (space, sub) in std::mem::take(&mut self.subscriptions) {
             if sub.waiters.is_empty() {
                 self.push_event(SessionEvent::SubscriptionLost {
                     space,
                     error: error.clone(),
                 });
             }
-            for w in sub.waiters {
-                self.reply(w, Err(error.clone()));
-            }
+        }
+        let ids: Vec<RequestId> = self.requests.keys().copied().collect();
+        for id in ids {
+            self.answer(id, Err(error.clone()));
         }
         self.acks.clear();
+    }
+
+    /// Answers a pending request once: it leaves `requests` and any subscription's
+    /// waiters, so no later path can answer it again.
+    fn answer(&mut self, id: RequestId, result: Result<Response>) {
+        let Some(pending) = self.requests.remove(&id) else {
+            return;
+        };
+        if let Some(ack) = pending.ack {
+            self.acks.remove(&ack);
+        }
+        if let Request::Join(space) = &pending.request
+            && let Some(sub) = self.subscriptions.get_mut(space)
+        {
+            sub.waiters.retain(|w| *w != id);
+        }
+        self.reply(id, result);
     }
 
     /// The subscription to `space`, made (from a restored cursor, if any) when missing.
@@ -869,6 +869,20 @@ impl RegionSession {
     fn flush_requests(&mut self) {
         if !matches!(self.state, State::Open { .. }) {
             return;
+        }
+        // A leave not yet on the wire is superseded by a later join of its space: sent
+        // after the rejoin (as a reconnect would), it would undo it.
+        let superseded: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, p)| {
+                p.ack.is_none()
+                    && matches!(&p.request, Request::Leave(s) if self.subscriptions.contains_key(s))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in superseded {
+            self.answer(id, Ok(Response::Left));
         }
         let mut busy_spaces = std::collections::HashSet::new();
         let mut ready = Vec::new();
@@ -1145,7 +1159,9 @@ impl RegionSession {
         let Some(sub) = self.subscriptions.get_mut(&m.space) else {
             return; // left, or never joined
         };
-        if sub.last_seq.is_some_and(|last| m.seq <= last) {
+        // Until the region answers the (re)join, the cursor may belong to an older history
+        // epoch: hold everything, and let the answer decide what is a duplicate.
+        if sub.active && sub.last_seq.is_some_and(|last| m.seq <= last) {
             return; // duplicate
         }
         sub.early.insert(m.seq, m.clone());
@@ -1316,14 +1332,11 @@ impl RegionSession {
                 }
                 self.flush_requests();
                 for w in waiters {
-                    self.requests.remove(&w);
-                    self.reply(
-                        w,
-                        Ok(Response::Joined {
-                            space: space.clone(),
-                            head_seq: head,
-                        }),
-                    );
+                    let joined = Response::Joined {
+                        space: space.clone(),
+                        head_seq: head,
+                    };
+                    self.answer(w, Ok(joined));
                 }
             }
             Err(error) => {
@@ -1337,8 +1350,7 @@ impl RegionSession {
                     });
                 }
                 for w in sub.waiters {
-                    self.requests.remove(&w);
-                    self.reply(w, Err(error.clone()));
+                    self.answer(w, Err(error.clone()));
                 }
                 // Sends that waited for this join cannot go through either.
                 let stranded: Vec<RequestId> = self
@@ -1348,8 +1360,7 @@ impl RegionSession {
                     .map(|(id, _)| *id)
                     .collect();
                 for id in stranded {
-                    self.requests.remove(&id);
-                    self.reply(id, Err(error.clone()));
+                    self.answer(id, Err(error.clone()));
                 }
                 self.check_idle(now);
             }

@@ -382,13 +382,16 @@ impl Track {
                 None
             }
             Pos::At { epoch: e, .. } if self.inferred_in == Some(batch) && e == epoch => {
+                // Delivery began in the same input as this answer. A join that resumed from
+                // a cursor delivers from there (at or below the head); none may start above
+                // `head + 1`: what lies between was skipped.
                 self.inferred_in = None;
                 let seg = self.current(epoch)?;
-                if seg.start == head {
+                if seg.start <= head {
                     return None;
                 }
                 let first = seg.start + 1;
-                seg.start = seg.start.min(head);
+                seg.start = head;
                 Some((
                     Kind::OutOfOrder,
                     format!("the join answered head {head}, but delivery started at seq {first}"),

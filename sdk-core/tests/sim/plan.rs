@@ -132,7 +132,7 @@ impl Plan {
     pub fn draw(seed: u64, mix: &Mix) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed);
         let clients = 3;
-        let chaos_ms = 14_000;
+        let chaos_ms = 12_000;
         let mut rate = |max: f64| {
             if rng.f64() < 0.7 {
                 rng.f64() * max
@@ -200,7 +200,7 @@ impl Plan {
         Self {
             clients,
             spaces: 2,
-            sends: rng.usize(6..=12),
+            sends: rng.usize(5..=10),
             chaos_ms,
             latency: rng.u64(2..=40),
             jitter: rng.u64(0..=40),

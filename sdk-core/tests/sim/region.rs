@@ -467,13 +467,9 @@ impl Region {
                 format!("no space {}", req.space),
             ));
         }
-        let joined = self
-            .sockets
-            .get(&net)
-            .is_some_and(|s| s.joined.contains(&req.space));
-        if !joined {
-            return Err(invalid(format!("join the space {} first", req.space)));
-        }
+        // Sending needs no subscription (as in the devserver): an app may post to a space
+        // whose messages it doesn't follow, e.g. a send restored after a restart to a space
+        // the app has left since.
         let epoch = self.epoch;
         let sender = self.sender(net);
         let trace = req.trace.clone();

@@ -10,9 +10,9 @@
 //! outbox empty, every app caught up with the region's head of every space. The checks
 //! then compare what each app saw with what the region stored.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use meridian::model::{IdempotencyKey, RegionId, SpaceId, UserId};
+use meridian::model::{IdempotencyKey, Message, MessageId, RegionId, SpaceId, UserId};
 use meridian::outbox::{Outbox, Settled};
 use meridian::session::{
     ConnectionState, Cursor, Output, RegionSession, Request, Response, SessionEvent,
@@ -44,9 +44,13 @@ macro_rules! trace {
 enum Ev {
     /// A connection attempt reaches the region.
     Accept(NetId),
+    /// Something arrives at the region's end of a connection.
     ToServer(NetId, Wire),
+    /// Something arrives at the client's end of a connection.
     ToClient(NetId, Wire),
+    /// The region pings a socket.
     Ping(NetId),
+    /// The region checks that a ping was answered.
     PongCheck(NetId, u64),
     /// The app of a client sends a message to a space.
     AppSend(usize, usize),
@@ -94,7 +98,7 @@ struct World {
     eager_rejoin: bool,
     tamper: Option<Tamper>,
     /// Message events a tampering session already swallowed, as (client, message id).
-    tampered: std::collections::BTreeSet<(usize, meridian::model::MessageId)>,
+    tampered: BTreeSet<(usize, MessageId)>,
     sends_made: usize,
     spin_reported: bool,
 }
@@ -125,7 +129,7 @@ impl World {
             done: false,
             eager_rejoin: mix.eager_rejoin,
             tamper: mix.tamper,
-            tampered: std::collections::BTreeSet::new(),
+            tampered: BTreeSet::new(),
             sends_made: 0,
             spin_reported: false,
             plan,
@@ -878,7 +882,7 @@ impl World {
     }
 
     /// The app hears message `m` from client `c`'s session.
-    fn deliver(&mut self, c: usize, m: meridian::model::Message) {
+    fn deliver(&mut self, c: usize, m: Message) {
         let inc = self.clients[c].inc;
         let now = self.now;
         let who = move || format!("t={now} c{c}#{inc}");

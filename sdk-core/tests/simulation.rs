@@ -15,9 +15,6 @@
 //! ```text
 //! MERIDIAN_SIM_SEED=<n> MERIDIAN_SIM_MIX=<mix> cargo test -p meridian --test simulation -- --nocapture
 //! ```
-//!
-//! - `MERIDIAN_SIM_STRICT=1`: the known bugs of the state machines (`KNOWN_BUGS` in
-//!   `sim/world.rs`) fail the runs that hit them, as every other broken invariant does.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
 mod sim;
@@ -26,7 +23,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sim::known::KNOWN_BUGS;
 use sim::{Mix, RegionBug, Report, Stats, Tamper, run};
 
 const DEFAULT_SEEDS: u64 = 2000;
@@ -38,7 +34,6 @@ const FAULTS: Mix = Mix {
     state_loss: false,
     bug: None,
     tamper: None,
-    eager_rejoin: false,
 };
 
 /// The region keeps a small retention window: clients that fall behind it are told.
@@ -48,7 +43,6 @@ const RETENTION: Mix = Mix {
     state_loss: false,
     bug: None,
     tamper: None,
-    eager_rejoin: false,
 };
 
 /// Region restarts may lose the region's whole history.
@@ -58,7 +52,6 @@ const STATE_LOSS: Mix = Mix {
     state_loss: true,
     bug: None,
     tamper: None,
-    eager_rejoin: false,
 };
 
 const MIXES: [Mix; 3] = [FAULTS, RETENTION, STATE_LOSS];
@@ -71,58 +64,26 @@ fn env_u64(name: &str) -> Option<u64> {
     }
 }
 
-/// Whether known bugs of the state machines fail the run too.
-fn strict() -> bool {
-    env_u64("MERIDIAN_SIM_STRICT").is_some_and(|n| n != 0)
-}
-
-/// What failed in `report`, known bugs included when strict.
-fn failures(report: &Report, strict: bool) -> Vec<String> {
-    let mut failures = report.failures.clone();
-    if strict {
-        failures.extend(
-            report
-                .known
-                .iter()
-                .map(|(bug, (_, first))| format!("[known bug {bug}] {first}")),
-        );
-    }
-    failures
-}
-
 /// The outcome of many seeds of one mix.
 #[derive(Default)]
 struct Summary {
     total: Stats,
     /// Failing seeds, with what failed.
     failed: BTreeMap<u64, Vec<String>>,
-    /// Known bug -> (seeds that hit it, the first such seed, what happened there).
-    known: BTreeMap<&'static str, (u64, u64, String)>,
 }
 
 impl Summary {
-    fn add(&mut self, seed: u64, report: &Report, strict: bool) {
+    fn add(&mut self, seed: u64, report: &Report) {
         self.total.add(&report.stats);
-        for (bug, (_, first)) in &report.known {
-            let entry = self
-                .known
-                .entry(bug)
-                .or_insert_with(|| (0, seed, first.clone()));
-            entry.0 += 1;
-            if seed < entry.1 {
-                (entry.1, entry.2) = (seed, first.clone());
-            }
-        }
-        let failures = failures(report, strict);
-        if !failures.is_empty() {
-            self.failed.insert(seed, failures);
+        if !report.ok() {
+            self.failed.insert(seed, report.failures.clone());
         }
     }
 }
 
 /// Runs seeds `0..seeds` of every mix on every core. Each run is deterministic on its own,
 /// so the outcome does not depend on the threads.
-fn run_all(mixes: &[Mix], seeds: u64, strict: bool) -> Vec<Summary> {
+fn run_all(mixes: &[Mix], seeds: u64) -> Vec<Summary> {
     let jobs = seeds * mixes.len() as u64;
     let next = AtomicU64::new(0);
     let summaries: Vec<Mutex<Summary>> = mixes.iter().map(|_| Mutex::default()).collect();
@@ -140,7 +101,7 @@ fn run_all(mixes: &[Mix], seeds: u64, strict: bool) -> Vec<Summary> {
                         (job % mixes.len() as u64) as usize,
                     );
                     let report = run(seed, &mixes[m], false);
-                    summaries[m].lock().unwrap().add(seed, &report, strict);
+                    summaries[m].lock().unwrap().add(seed, &report);
                 }
             });
         }
@@ -152,7 +113,7 @@ fn run_all(mixes: &[Mix], seeds: u64, strict: bool) -> Vec<Summary> {
 }
 
 /// Replays one seed with a trace, in every mix or in `MERIDIAN_SIM_MIX`.
-fn replay(seed: u64, mixes: &[Mix], strict: bool) {
+fn replay(seed: u64, mixes: &[Mix]) {
     let only = std::env::var("MERIDIAN_SIM_MIX").ok();
     let mut failed = Vec::new();
     for mix in mixes
@@ -162,13 +123,10 @@ fn replay(seed: u64, mixes: &[Mix], strict: bool) {
         eprintln!("===== simulation[{}] seed {seed} =====", mix.name);
         let report = run(seed, mix, true);
         eprintln!("simulation[{}]: seed={seed} {}", mix.name, report.stats);
-        for (bug, (times, first)) in &report.known {
-            eprintln!("  known bug {bug} ({times} times), first: {first}");
-        }
         for f in &report.failures {
             eprintln!("  {f}");
         }
-        if !failures(&report, strict).is_empty() {
+        if !report.ok() {
             failed.push(mix.name);
         }
     }
@@ -179,14 +137,13 @@ fn replay(seed: u64, mixes: &[Mix], strict: bool) {
 }
 
 /// Runs every mix and fails with the seeds that broke an invariant.
-fn simulate(mixes: &[Mix], ignored: bool) {
-    let strict = strict();
+fn simulate(mixes: &[Mix]) {
     if let Some(seed) = env_u64("MERIDIAN_SIM_SEED") {
-        return replay(seed, mixes, strict);
+        return replay(seed, mixes);
     }
     let seeds = env_u64("MERIDIAN_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let started = std::time::Instant::now();
-    let summaries = run_all(mixes, seeds, strict);
+    let summaries = run_all(mixes, seeds);
     let wall = started.elapsed().as_secs_f64();
     let mut message = String::new();
     for (mix, summary) in mixes.iter().zip(&summaries) {
@@ -196,12 +153,6 @@ fn simulate(mixes: &[Mix], ignored: bool) {
             summary.failed.len(),
             summary.total
         );
-        for (bug, (n, seed, first)) in &summary.known {
-            eprintln!(
-                "simulation[{}]:   known bug {bug}: {n} seeds (first: seed {seed}: {first})",
-                mix.name
-            );
-        }
         if summary.failed.is_empty() {
             continue;
         }
@@ -218,9 +169,8 @@ fn simulate(mixes: &[Mix], ignored: bool) {
         }
         if let Some(first) = summary.failed.keys().next() {
             message.push_str(&format!(
-                "replay: MERIDIAN_SIM_SEED={first} MERIDIAN_SIM_MIX={} cargo test -p meridian --test simulation -- {}--nocapture\n",
-                mix.name,
-                if ignored { "--ignored " } else { "" }
+                "replay: MERIDIAN_SIM_SEED={first} MERIDIAN_SIM_MIX={} cargo test -p meridian --test simulation -- --nocapture\n",
+                mix.name
             ));
         }
     }
@@ -231,28 +181,10 @@ fn simulate(mixes: &[Mix], ignored: bool) {
     assert!(message.is_empty(), "{message}");
 }
 
-/// Seeds 0..2000 of every mix; every invariant must hold (known bugs aside).
+/// Seeds 0..2000 of every mix; every invariant must hold.
 #[test]
 fn simulation() {
-    simulate(&MIXES, false);
-}
-
-/// An app that leaves a space and joins it again before the leave was answered. Ignored
-/// while the session has this bug: when the link drops before the leave's answer, the next
-/// connection writes the new `space:join` first and the stale `space:leave` after it, so the
-/// region unsubscribes the socket the session believes joined: its sends to the space are
-/// refused for good ("join the space first") and the space's messages stop arriving.
-#[test]
-#[ignore = "RegionSession re-sends a stale space:leave after the rejoin (reported)"]
-fn simulation_rejoin_before_the_leave_is_answered() {
-    simulate(
-        &[Mix {
-            name: "eager_rejoin",
-            eager_rejoin: true,
-            ..FAULTS
-        }],
-        true,
-    );
+    simulate(&MIXES);
 }
 
 /// The harness can fail: a region or a session that breaks the protocol is caught.
@@ -286,7 +218,7 @@ fn a_broken_region_or_session_is_caught() {
     }
 }
 
-/// A seed replays exactly: the same counters, failures and known bugs, run after run.
+/// A seed replays exactly: the same counters and failures, run after run.
 #[test]
 fn a_seed_replays_identically() {
     for seed in [3, 42, 1932] {
@@ -294,17 +226,4 @@ fn a_seed_replays_identically() {
         let again = format!("{:?}", run(seed, &STATE_LOSS, false));
         assert_eq!(first, again, "seed {seed} did not replay identically");
     }
-}
-
-/// The known bugs the simulation tolerates (unless strict), each with its description.
-#[test]
-fn known_bugs_are_listed() {
-    for (name, what) in KNOWN_BUGS {
-        eprintln!("known bug {name}: {what}");
-    }
-    assert!(
-        KNOWN_BUGS
-            .iter()
-            .all(|(n, w)| !n.is_empty() && !w.is_empty())
-    );
 }

@@ -1,7 +1,7 @@
 //! The invariants: what each client's app saw, per space, checked against the region's
 //! ledger; and the counters every run reports.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
 use meridian::model::SpaceId;
@@ -135,8 +135,6 @@ pub struct Report {
     pub stats: Stats,
     /// What went wrong, readable (the first few).
     pub failures: Vec<String>,
-    /// Known bugs of the state machines this run ran into: name, times, first occurrence.
-    pub known: BTreeMap<&'static str, (u64, String)>,
 }
 
 impl Report {
@@ -153,15 +151,7 @@ impl Report {
         }
     }
 
-    /// Records an occurrence of a known bug (see `KNOWN_BUGS` in the world).
-    pub fn known(&mut self, bug: &'static str, what: impl FnOnce() -> String) {
-        self.known
-            .entry(bug)
-            .and_modify(|(n, _)| *n += 1)
-            .or_insert_with(|| (1, what()));
-    }
-
-    /// Whether every invariant held (known bugs aside).
+    /// Whether every invariant held.
     pub fn ok(&self) -> bool {
         self.failures.is_empty()
     }
@@ -464,22 +454,13 @@ pub fn verify_track(
     track: &Track,
     ledger: &Ledger,
     final_epoch: u32,
-    known_loss: (&'static str, &dyn Fn(u32, u64) -> bool),
 ) {
     for seg in &track.segments {
         let epoch = seg.epoch;
         let end = seg.end.unwrap_or_else(|| ledger.head(epoch, space));
-        let (excused, missing): (Vec<u64>, Vec<u64>) = (seg.start + 1..=end)
+        let missing: Vec<u64> = (seg.start + 1..=end)
             .filter(|s| !seg.delivered.contains(s) && !seg.covers(*s))
-            .partition(|s| (known_loss.1)(epoch, *s));
-        if !excused.is_empty() {
-            report.known(known_loss.0, || {
-                format!(
-                    "{who} {space} epoch {epoch}: seqs {} lost (the session dropped them)",
-                    short(&excused)
-                )
-            });
-        }
+            .collect();
         if !missing.is_empty() {
             report.fail(
                 Kind::Lost,

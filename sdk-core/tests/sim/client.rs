@@ -62,16 +62,6 @@ pub struct Client {
     pub saved: Saved,
     /// Spaces the app has left (and not joined again): persisted app state.
     pub left: BTreeSet<SpaceId>,
-    /// Spaces the app has left that the session follows again, because a send restored
-    /// from the store was submitted to them (a known bug).
-    pub implicit_joins: BTreeSet<SpaceId>,
-    /// Join requests the session answered, and how (a second answer is a known bug).
-    pub answered_joins: BTreeMap<RequestId, String>,
-    /// `space:join` events written and not answered yet, as (connection, ack id).
-    pub joins_in_flight: BTreeSet<(NetId, u64)>,
-    /// Messages of a newer epoch the session received while its cursor was in an older one,
-    /// as (space, epoch, seq) (a known bug drops them).
-    pub dropped_new_epoch: BTreeSet<(SpaceId, u32, u64)>,
     /// Messages the app had seen but lost with its process, as (space, epoch, seq).
     pub rolled_back: BTreeSet<(SpaceId, u32, u64)>,
     /// Every send the app made, per space, in the order made (the test's record).
@@ -114,10 +104,6 @@ impl Client {
                 .collect(),
             saved: Saved::default(),
             left: BTreeSet::new(),
-            answered_joins: BTreeMap::new(),
-            implicit_joins: BTreeSet::new(),
-            joins_in_flight: BTreeSet::new(),
-            dropped_new_epoch: BTreeSet::new(),
             rolled_back: BTreeSet::new(),
             sends: spaces.iter().map(|s| (s.clone(), Vec::new())).collect(),
             deferred: Vec::new(),

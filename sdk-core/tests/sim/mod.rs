@@ -3,7 +3,6 @@
 
 pub mod check;
 pub mod client;
-pub mod known;
 pub mod net;
 pub mod plan;
 pub mod region;

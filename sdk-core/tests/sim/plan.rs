@@ -21,9 +21,6 @@ pub struct Mix {
     pub bug: Option<RegionBug>,
     /// A deliberately broken session (its message events distorted on the way to the app).
     pub tamper: Option<Tamper>,
-    /// An app that left a space joins it again without waiting for the leave's answer
-    /// (see the ignored test `simulation_rejoin_before_the_leave_is_answered`).
-    pub eager_rejoin: bool,
 }
 
 /// What a deliberately broken session does to its message events.
@@ -125,6 +122,9 @@ pub struct Plan {
     /// The app of `client` leaves `space` at `at` and joins it again `away_ms` later:
     /// (at, client, space, away_ms).
     pub leaves: Vec<(u64, usize, usize, u64)>,
+    /// Whether apps join a space again without waiting for the region to confirm their
+    /// leave (else they wait, and leave again until it does).
+    pub eager_rejoin: bool,
 }
 
 impl Plan {
@@ -212,6 +212,7 @@ impl Plan {
             retention: mix.retention.then(|| rng.usize(3..=12)),
             script,
             leaves,
+            eager_rejoin: rng.bool(),
         }
     }
 }

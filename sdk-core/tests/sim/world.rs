@@ -21,10 +21,6 @@ use meridian::time::Instant;
 
 use super::check::{self, Kind, Pos, Report, Track};
 use super::client::{Client, Pending, Saved};
-use super::known::{
-    GAP_TIMER_SPINS, IMPLICIT_REJOIN, JOIN_ANSWERED_TWICE, NEW_EPOCH_DROPPED, ack_id, join_ack_id,
-    message_id,
-};
 use super::net::{Conn, Dir, NetId, Queue, Wire};
 use super::plan::{Fault, Mix, Plan, Stop, Tamper, session_config};
 use super::region::{Region, RegionOut, epoch_number};
@@ -95,7 +91,6 @@ struct World {
     report: Report,
     tracing: bool,
     done: bool,
-    eager_rejoin: bool,
     tamper: Option<Tamper>,
     /// Message events a tampering session already swallowed, as (client, message id).
     tampered: BTreeSet<(usize, MessageId)>,
@@ -127,7 +122,6 @@ impl World {
             report: Report::default(),
             tracing,
             done: false,
-            eager_rejoin: mix.eager_rejoin,
             tamper: mix.tamper,
             tampered: BTreeSet::new(),
             sends_made: 0,
@@ -241,14 +235,13 @@ impl World {
                     .pending
                     .values()
                     .any(|p| matches!(p, Pending::Leave(x) if *x == space));
-                if leaving && !self.eager_rejoin {
+                if leaving && !self.plan.eager_rejoin {
                     // The app waits for the leave's answer before it joins again.
                     self.queue.push(self.now + 200, Ev::AppRejoin(c, s));
                     return;
                 }
                 trace!(self, "c{c} app joins {space} again");
                 self.clients[c].left.remove(&space);
-                self.clients[c].implicit_joins.remove(&space);
                 if self.clients[c].up {
                     self.app_join(c, s);
                     self.flush_deferred(c);
@@ -487,25 +480,7 @@ impl World {
         };
         match &wire {
             Wire::Open => session.handle_transport_open(id, now),
-            Wire::Frame(frame) => {
-                if let Some(ack) = ack_id(frame) {
-                    client.joins_in_flight.remove(&(net, ack));
-                }
-                // A message of a newer epoch than the session's cursor, before the rejoin
-                // that tells it so is answered: a known bug drops it.
-                if let Some(stored) =
-                    message_id(frame).and_then(|id| self.region.ledger.by_id.get(id))
-                    && let Some(track) = client.tracks.get(&stored.space)
-                    && matches!(track.pos, Pos::At { epoch, .. } if epoch < stored.epoch)
-                {
-                    client.dropped_new_epoch.insert((
-                        stored.space.clone(),
-                        stored.epoch,
-                        stored.seq,
-                    ));
-                }
-                session.handle_frame(id, frame, now);
-            }
+            Wire::Frame(frame) => session.handle_frame(id, frame, now),
             Wire::Fin(why) => session.handle_transport_closed(id, why, now),
             Wire::Rst => session.handle_transport_closed(id, "connection reset", now),
         }
@@ -690,10 +665,6 @@ impl World {
             for entry in ready {
                 progressed = true;
                 let client = &mut self.clients[c];
-                if client.left.contains(&entry.space) {
-                    // A send restored from the store for a space the app has left since.
-                    client.implicit_joins.insert(entry.space.clone());
-                }
                 let id = client.request_id();
                 client.pending.insert(id, Pending::Send(entry.order));
                 client.batch += 1;
@@ -768,9 +739,6 @@ impl World {
                     return;
                 }
                 trace!(self, "c{c}#{inc} n{net} -> {frame}");
-                if let Some(ack) = join_ack_id(&frame) {
-                    self.clients[c].joins_in_flight.insert((net, ack));
-                }
                 self.send(net, Dir::Up, Wire::Frame(frame));
             }
             Output::Close { conn } => {
@@ -821,34 +789,20 @@ impl World {
             }
             SessionEvent::Reply { request, result } => {
                 let Some(pending) = self.clients[c].pending.remove(&request) else {
-                    if let Some(first) = self.clients[c].answered_joins.get(&request) {
-                        let first = first.clone();
-                        self.report.known(JOIN_ANSWERED_TWICE, || {
-                            format!("{}: {request:?}, a join answered {first}, is answered again: {result:?}", who())
-                        });
-                    } else {
-                        self.report.fail(
-                            Kind::Contract,
-                            1,
-                            format!("{}: a second answer to {request:?}: {result:?}", who()),
-                        );
-                    }
+                    self.report.fail(
+                        Kind::Contract,
+                        1,
+                        format!("{}: a second answer to {request:?}: {result:?}", who()),
+                    );
                     return;
                 };
                 match pending {
-                    Pending::Join(space) => {
-                        let answer = match &result {
-                            Ok(_) => "ok".to_owned(),
-                            Err(e) => format!("{:?}", e.code()),
-                        };
-                        self.clients[c].answered_joins.insert(request, answer);
-                        self.join_answered(c, space, result);
-                    }
+                    Pending::Join(space) => self.join_answered(c, space, result),
                     Pending::Leave(space) => {
                         trace!(self, "c{c}#{inc} left {space}: {result:?}");
                         // Until the region confirms, the app leaves again (and waits before
                         // joining again): a leave that went unanswered may still be applied.
-                        if result.is_err() && !self.eager_rejoin {
+                        if result.is_err() && !self.plan.eager_rejoin {
                             self.request_leave(c, &space);
                         }
                     }
@@ -918,22 +872,6 @@ impl World {
         let batch = client.batch;
         if client.rolled_back.remove(&(m.space.clone(), epoch, m.seq)) {
             self.report.stats.redelivered += 1;
-        }
-        if client.implicit_joins.contains(&m.space)
-            && client
-                .tracks
-                .get(&m.space)
-                .is_some_and(|t| t.pos == Pos::Left)
-        {
-            self.report.known(IMPLICIT_REJOIN, || {
-                format!(
-                    "{}: {} #{} delivered, a space the app left",
-                    who(),
-                    m.space,
-                    m.seq
-                )
-            });
-            return;
         }
         if let Some(track) = client.tracks.get_mut(&m.space)
             && let Some((kind, what)) = track.deliver(epoch, m.seq, batch)
@@ -1075,9 +1013,6 @@ impl World {
             session.cursors().map(|(s, cur)| (s.clone(), cur)).collect();
         let mut anomalies = Vec::new();
         for (space, track) in &mut client.tracks {
-            if track.pos == Pos::Left && client.implicit_joins.contains(space) {
-                continue; // see IMPLICIT_REJOIN: the session follows the space again
-            }
             let cursor = cursors
                 .get(space)
                 .map(|cur| (epoch_number(&cur.epoch).unwrap_or(0), cur.last_seq));
@@ -1124,27 +1059,20 @@ impl World {
             // As a driver whose timer re-fires at a 10 ms granularity.
             client.wake_floor = self.now + 10;
             self.report.stats.timer_spins += 1;
-            let state = session.connection_state();
-            let rejoining = client
-                .joins_in_flight
-                .iter()
-                .any(|(net, _)| self.conns.get(net).is_some_and(|x| x.client_open));
-            let what = || {
-                format!(
-                    "t={} c{c}#{}: poll_timeout() stays at {} ms however often handle_timeout({} ms) runs (state {state:?}, joins in flight {:?}): a busy loop",
-                    self.now,
-                    client.inc,
-                    t.as_millis(),
-                    self.now,
-                    client.joins_in_flight
-                )
-            };
-            if rejoining && state == ConnectionState::Connected {
-                self.report.known(GAP_TIMER_SPINS, what);
-            } else if !self.spin_reported {
+            if !self.spin_reported {
                 self.spin_reported = true;
-                let what = what();
-                self.report.fail(Kind::Contract, 1, what);
+                let state = session.connection_state();
+                self.report.fail(
+                    Kind::Contract,
+                    1,
+                    format!(
+                        "t={} c{c}#{}: poll_timeout() stays at {} ms however often handle_timeout({} ms) runs (state {state:?}): a busy loop",
+                        self.now,
+                        client.inc,
+                        t.as_millis(),
+                        self.now
+                    ),
+                );
             }
         }
     }
@@ -1274,9 +1202,6 @@ impl World {
         client.up = false;
         client.session = None;
         client.deadline = None;
-        client.joins_in_flight.clear();
-        client.implicit_joins.clear();
-        client.dropped_new_epoch.clear();
         client.pending.clear();
         client.conns.clear();
         client.outbox = Outbox::new();
@@ -1315,27 +1240,12 @@ impl World {
 
     // ----- the end -----
 
-    fn caught_up(&self, client: &Client, track: &Track, space: &SpaceId) -> bool {
+    fn caught_up(&self, track: &Track, space: &SpaceId) -> bool {
         let epoch = self.region.epoch;
         let head = self.region.head(space);
         match track.pos {
-            // (Short of the messages a known bug dropped: nothing brings them back.)
-            Pos::At { epoch: e, seq } => {
-                e == epoch
-                    && (seq + 1..=head).all(|s| {
-                        client
-                            .dropped_new_epoch
-                            .contains(&(space.clone(), epoch, s))
-                    })
-            }
-            Pos::Reset { from_epoch } => {
-                from_epoch < epoch
-                    && (1..=head).all(|s| {
-                        client
-                            .dropped_new_epoch
-                            .contains(&(space.clone(), epoch, s))
-                    })
-            }
+            Pos::At { epoch: e, seq } => e == epoch && seq == head,
+            Pos::Reset { from_epoch } => from_epoch < epoch && head == 0,
             Pos::NotStarted | Pos::Left => false,
         }
     }
@@ -1349,12 +1259,10 @@ impl World {
                 && client.online
                 && client.left.is_empty()
                 && client.outbox.is_empty()
-                && self.spaces.iter().all(|s| {
-                    client
-                        .tracks
-                        .get(s)
-                        .is_some_and(|t| self.caught_up(client, t, s))
-                })
+                && self
+                    .spaces
+                    .iter()
+                    .all(|s| client.tracks.get(s).is_some_and(|t| self.caught_up(t, s)))
         })
     }
 
@@ -1410,11 +1318,6 @@ impl World {
         for (c, client) in self.clients.iter().enumerate() {
             for space in &self.spaces {
                 if let Some(track) = client.tracks.get(space) {
-                    let dropped = |epoch: u32, seq: u64| {
-                        client
-                            .dropped_new_epoch
-                            .contains(&(space.clone(), epoch, seq))
-                    };
                     check::verify_track(
                         &mut self.report,
                         &format!("c{c}"),
@@ -1422,7 +1325,6 @@ impl World {
                         track,
                         ledger,
                         final_epoch,
-                        (NEW_EPOCH_DROPPED, &dropped),
                     );
                 }
             }

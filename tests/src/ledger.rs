@@ -139,6 +139,16 @@ impl Drop for EventLog {
     }
 }
 
+/// A body as problems quote it: the first 40 characters, with its length when longer.
+fn short(body: &str) -> String {
+    if body.chars().count() <= 40 {
+        format!("{body:?}")
+    } else {
+        let head: String = body.chars().take(40).collect();
+        format!("{head:?}... ({} bytes)", body.len())
+    }
+}
+
 /// One send an app made, in the order its sender made it (bodies are unique in a scenario).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
@@ -212,8 +222,10 @@ impl Tally {
                 for m in history {
                     if !made.contains_key(&(space, m.body.as_str())) {
                         self.problem(format!(
-                            "{space} (history {e}) holds #{} from {} that nobody sent: {:?}",
-                            m.seq, m.sender, m.body
+                            "{space} (history {e}) holds #{} from {} that nobody sent: {}",
+                            m.seq,
+                            m.sender,
+                            short(&m.body)
                         ));
                     }
                 }
@@ -232,9 +244,9 @@ impl Tally {
                 if seqs.len() > 1 {
                     self.duplicated += seqs.len() as u64 - 1;
                     self.problem(format!(
-                        "{}'s send {:?} is stored {} times in {} (history {e}): seqs {seqs:?}",
+                        "{}'s send {} is stored {} times in {} (history {e}): seqs {seqs:?}",
                         s.sender,
-                        s.body,
+                        short(&s.body),
                         seqs.len(),
                         s.space
                     ));
@@ -243,8 +255,10 @@ impl Tally {
             if total == 0 {
                 self.lost += 1;
                 self.problem(format!(
-                    "{}'s send {:?} to {} was never stored",
-                    s.sender, s.body, s.space
+                    "{}'s send {} to {} was never stored",
+                    s.sender,
+                    short(&s.body),
+                    s.space
                 ));
             }
         }
@@ -295,14 +309,18 @@ impl Tally {
                 });
                 if !held {
                     self.problem(format!(
-                        "{}'s send {:?} got a receipt for seq {seq} of {}, which holds something else",
-                        sent.sender, sent.body, sent.space
+                        "{}'s send {} got a receipt for seq {seq} of {}, which holds something else",
+                        sent.sender,
+                        short(&sent.body),
+                        sent.space
                     ));
                 }
             }
             Err(e) => self.problem(format!(
-                "{}'s send {:?} to {} failed: {e}",
-                sent.sender, sent.body, sent.space
+                "{}'s send {} to {} failed: {e}",
+                sent.sender,
+                short(&sent.body),
+                sent.space
             )),
         }
     }
@@ -331,8 +349,9 @@ impl Tally {
                     if !seen.insert((epoch, m.seq)) {
                         self.duplicated += 1;
                         self.problem(format!(
-                            "{receiver} got {space} #{} ({:?}) twice",
-                            m.seq, m.body
+                            "{receiver} got {space} #{} ({}) twice",
+                            m.seq,
+                            short(&m.body)
                         ));
                         continue;
                     }
@@ -357,12 +376,17 @@ impl Tally {
                     match histories.get(epoch).and_then(|h| h.get(m.seq as usize - 1)) {
                         Some(stored) if stored.body == m.body && stored.sender == m.sender => {}
                         Some(stored) => self.problem(format!(
-                            "{receiver} got {space} #{} as {:?} from {}, but the region stored {:?} from {}",
-                            m.seq, m.body, m.sender, stored.body, stored.sender
+                            "{receiver} got {space} #{} as {} from {}, but the region stored {} from {}",
+                            m.seq,
+                            short(&m.body),
+                            m.sender,
+                            short(&stored.body),
+                            stored.sender
                         )),
                         None => self.problem(format!(
-                            "{receiver} got {space} #{} ({:?}), which the region does not hold (history {epoch})",
-                            m.seq, m.body
+                            "{receiver} got {space} #{} ({}), which the region does not hold (history {epoch})",
+                            m.seq,
+                            short(&m.body)
                         )),
                     }
                     next = m.seq + 1;

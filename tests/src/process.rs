@@ -337,6 +337,15 @@ impl ClientProcess {
         }
     }
 
+    /// The next line, whatever it says; panics after `timeout` or if the process ends.
+    pub async fn next_line(&mut self, timeout: Duration) -> String {
+        let mut skipped = Vec::new();
+        match line_starting(&mut self.lines, "", timeout, &mut skipped).await {
+            Ok(line) => line,
+            Err(why) => panic!("{}: {why}; it printed {:?}", self.name, self.skipped),
+        }
+    }
+
     /// SIGKILL, and wait until the process is gone.
     pub async fn kill_9(mut self) {
         let _ = self.child.start_kill();

@@ -13,7 +13,8 @@
 //!   included, like a link that came back after TCP retransmits.
 //! - [`FaultProxy::slow`]: latency added to every chunk (pipelined: a chunk leaves `latency`
 //!   after it arrived) and an optional bandwidth cap per connection and direction (applied
-//!   when reading, so the sender feels the back-pressure).
+//!   when reading, in pieces of 1/20 s worth, so the sender feels the back-pressure and a
+//!   large write trickles through).
 //! - [`FaultProxy::refuse`]: new connections are reset as soon as they are accepted; open
 //!   ones carry on.
 //! - [`FaultProxy::heal`]: all of the above off (a cut is instantaneous: nothing to heal).
@@ -447,17 +448,28 @@ async fn pump(
             // (Only fails when the proxy is gone, and then this task is aborted too.)
             let _ = faults.wait_for(|f| !f.stalled).await;
             let n = from.read(&mut buf).await?;
-            let faults = shared.faults();
-            let due = Instant::now() + faults.latency;
+            let now = shared.faults();
             if n == 0 {
-                let _ = chunks.send((None, due));
+                let _ = chunks.send((None, Instant::now() + now.latency));
                 return Ok::<(), io::Error>(());
             }
             held.fetch_add(n as u64, Ordering::SeqCst);
             shared.bump(held_total, n as u64);
-            let _ = chunks.send((Some(buf[..n].to_vec()), due));
-            if let Some(rate) = faults.bandwidth.filter(|r| *r > 0) {
-                tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
+            match now.bandwidth.filter(|r| *r > 0) {
+                None => {
+                    let _ = chunks.send((Some(buf[..n].to_vec()), Instant::now() + now.latency));
+                }
+                // Under a cap, pieces of 1/20 s worth, each paid for before the next: a
+                // large write trickles through, and reading stops meanwhile (back-pressure).
+                Some(rate) => {
+                    let piece = usize::try_from(rate / 20).unwrap_or(usize::MAX).max(1);
+                    for part in buf[..n].chunks(piece) {
+                        let due = Instant::now() + shared.faults().latency;
+                        let _ = chunks.send((Some(part.to_vec()), due));
+                        let pause = Duration::from_secs_f64(part.len() as f64 / rate as f64);
+                        tokio::time::sleep(pause).await;
+                    }
+                }
             }
         }
     };
@@ -491,15 +503,14 @@ async fn pump(
 mod tests {
     use super::*;
 
-    /// An echo server on loopback; counts the connections it saw end.
-    async fn echo() -> (SocketAddr, Arc<AtomicU64>) {
+    /// An echo server on loopback; reports each connection it saw end.
+    async fn echo() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let ended = Arc::new(AtomicU64::new(0));
-        let count = ended.clone();
+        let (ended, ends) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
-                let count = count.clone();
+                let ended = ended.clone();
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
                     loop {
@@ -512,11 +523,21 @@ mod tests {
                             }
                         }
                     }
-                    count.fetch_add(1, Ordering::SeqCst);
+                    let _ = ended.send(());
                 });
             }
         });
-        (addr, ended)
+        (addr, ends)
+    }
+
+    /// Waits for `n` connections to end at the echo server.
+    async fn target_saw_end(closed: &mut mpsc::UnboundedReceiver<()>, n: usize) {
+        for _ in 0..n {
+            tokio::time::timeout(SOON, closed.recv())
+                .await
+                .expect("the target side was closed")
+                .unwrap();
+        }
     }
 
     async fn read_exactly(s: &mut TcpStream, n: usize, within: Duration) -> Vec<u8> {
@@ -558,7 +579,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cut_resets_both_sides_and_later_connections_work() {
-        let (target, ended) = echo().await;
+        let (target, mut closed) = echo().await;
         let proxy = FaultProxy::start(target).await.unwrap();
         let mut a = TcpStream::connect(proxy.addr()).await.unwrap();
         let mut b = TcpStream::connect(proxy.addr()).await.unwrap();
@@ -575,15 +596,7 @@ mod tests {
             .unwrap();
         assert_eq!(stats.cut, 2);
         // The target side saw its connections end too.
-        let deadline = Instant::now() + SOON;
-        while ended.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(
-            ended.load(Ordering::SeqCst),
-            2,
-            "the target side was closed"
-        );
+        target_saw_end(&mut closed, 2).await;
         let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
         c.write_all(b"again").await.unwrap();
         assert_eq!(read_exactly(&mut c, 5, SOON).await, b"again");
@@ -651,7 +664,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_end_of_stream_sent_during_a_stall_is_delivered_after_the_data() {
-        let (target, ended) = echo().await;
+        let (target, mut closed) = echo().await;
         let proxy = FaultProxy::start(target).await.unwrap();
         let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
         s.write_all(b"x").await.unwrap();
@@ -660,16 +673,13 @@ mod tests {
         s.write_all(b"last words").await.unwrap();
         s.shutdown().await.unwrap();
         proxy.wait_for(SOON, |s| s.held_up == 10).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(
-            ended.load(Ordering::SeqCst),
-            0,
-            "the target still sees it open"
-        );
+        let early = tokio::time::timeout(Duration::from_millis(100), closed.recv()).await;
+        assert!(early.is_err(), "the target still sees it open");
         proxy.heal();
         // The echo answers what it got, then sees the end and closes: half-close works.
         assert_eq!(read_exactly(&mut s, 10, SOON).await, b"last words");
         assert!(ends(&mut s, SOON).await);
+        target_saw_end(&mut closed, 1).await;
         proxy.wait_for(SOON, |s| s.open == 0).await.unwrap();
     }
 
@@ -687,8 +697,8 @@ mod tests {
             rtt >= Duration::from_millis(300),
             "both directions delayed: {rtt:?}"
         );
-        // 40 KiB at 100 KiB/s: the cap is paid after each read (16 KiB at most), so at
-        // least (40 - 16) KiB / 100 KiB/s = 0.24 s. Bounded below, not above.
+        // 40 KiB at 100 KiB/s, paid 5 KiB at a time before the next piece leaves: at least
+        // (40 - 5) KiB / 100 KiB/s = 0.35 s. Bounded below, not above.
         proxy.slow(Duration::ZERO, Some(100 * 1024));
         let payload = vec![7u8; 40 * 1024];
         let t = std::time::Instant::now();
@@ -703,7 +713,7 @@ mod tests {
         });
         assert_eq!(echoed, payload);
         assert!(
-            t.elapsed() >= Duration::from_millis(240),
+            t.elapsed() >= Duration::from_millis(340),
             "the cap held: {:?}",
             t.elapsed()
         );

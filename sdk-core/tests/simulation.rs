@@ -34,6 +34,7 @@ const FAULTS: Mix = Mix {
     state_loss: false,
     bug: None,
     tamper: None,
+    eager_rejoin: false,
 };
 
 /// The region keeps a small retention window: clients that fall behind it are told.
@@ -43,6 +44,7 @@ const RETENTION: Mix = Mix {
     state_loss: false,
     bug: None,
     tamper: None,
+    eager_rejoin: false,
 };
 
 /// Region restarts may lose the region's whole history.
@@ -52,6 +54,7 @@ const STATE_LOSS: Mix = Mix {
     state_loss: true,
     bug: None,
     tamper: None,
+    eager_rejoin: false,
 };
 
 const MIXES: [Mix; 3] = [FAULTS, RETENTION, STATE_LOSS];
@@ -130,6 +133,9 @@ fn replay(seed: u64, mixes: &[Mix]) {
             failed.push(mix.name);
         }
     }
+    if let Some(name) = only.filter(|o| mixes.iter().all(|m| m.name != o)) {
+        eprintln!("(no mix named {name} in this test)");
+    }
     assert!(
         failed.is_empty(),
         "seed {seed} failed in {failed:?} (see above)"
@@ -137,7 +143,7 @@ fn replay(seed: u64, mixes: &[Mix]) {
 }
 
 /// Runs every mix and fails with the seeds that broke an invariant.
-fn simulate(mixes: &[Mix]) {
+fn simulate(mixes: &[Mix], replay_args: &str) {
     if let Some(seed) = env_u64("MERIDIAN_SIM_SEED") {
         return replay(seed, mixes);
     }
@@ -169,7 +175,7 @@ fn simulate(mixes: &[Mix]) {
         }
         if let Some(first) = summary.failed.keys().next() {
             message.push_str(&format!(
-                "replay: MERIDIAN_SIM_SEED={first} MERIDIAN_SIM_MIX={} cargo test -p meridian --test simulation -- --nocapture\n",
+                "replay: MERIDIAN_SIM_SEED={first} MERIDIAN_SIM_MIX={} cargo test -p meridian --test simulation {replay_args}\n",
                 mix.name
             ));
         }
@@ -184,7 +190,30 @@ fn simulate(mixes: &[Mix]) {
 /// Seeds 0..2000 of every mix; every invariant must hold.
 #[test]
 fn simulation() {
-    simulate(&MIXES);
+    simulate(&MIXES, "-- --nocapture");
+}
+
+/// Apps that leave a space and join it again without waiting for the leave's answer.
+/// Ignored while the session has this bug: a `space:leave` already written when the app
+/// joins again is not ordered with the new `space:join`; a region that handles a socket's
+/// events out of order (modelled by reordering) applies the leave last, and unsubscribes
+/// the socket the session believes joined: the space's messages stop arriving.
+#[test]
+#[ignore = "RegionSession does not order a space's leave and rejoin (reported)"]
+fn simulation_rejoin_before_the_leave_is_answered() {
+    let eager = |mix: Mix, name| Mix {
+        name,
+        eager_rejoin: true,
+        ..mix
+    };
+    simulate(
+        &[
+            eager(FAULTS, "eager_rejoin_faults"),
+            eager(RETENTION, "eager_rejoin_retention"),
+            eager(STATE_LOSS, "eager_rejoin_state_loss"),
+        ],
+        "simulation_rejoin_before_the_leave_is_answered -- --ignored --nocapture",
+    );
 }
 
 /// The harness can fail: a region or a session that breaks the protocol is caught.

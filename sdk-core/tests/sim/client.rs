@@ -77,6 +77,8 @@ pub struct Client {
     pub wake_floor: u64,
     /// The session's `poll_timeout()`, as of the end of its latest input.
     pub deadline: Option<u64>,
+    /// Until when the process is frozen (see `Fault::Suspend`).
+    pub suspended_until: u64,
     /// When the session's timer last fired, and how many times in a row at that instant.
     pub wake_at: u64,
     /// See `wake_at`.
@@ -111,6 +113,7 @@ impl Client {
             save_due: false,
             wake_floor: 0,
             deadline: None,
+            suspended_until: 0,
             wake_at: 0,
             wakes_at_once: 0,
         }

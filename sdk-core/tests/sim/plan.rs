@@ -21,6 +21,9 @@ pub struct Mix {
     pub bug: Option<RegionBug>,
     /// A deliberately broken session (its message events distorted on the way to the app).
     pub tamper: Option<Tamper>,
+    /// Apps join a space again without waiting for the region to confirm their leave
+    /// (else they wait, and leave again until it does).
+    pub eager_rejoin: bool,
 }
 
 /// What a deliberately broken session does to its message events.
@@ -88,6 +91,14 @@ pub enum Fault {
     },
     /// A random open connection is reset.
     Reset,
+    /// A client process is frozen for `ms` (a phone app in the background): it handles
+    /// nothing meanwhile, frames wait in its socket buffers, its timers fire late.
+    Suspend {
+        /// Which client.
+        client: usize,
+        /// For how long.
+        ms: u64,
+    },
 }
 
 /// Everything one seed decides before the run.
@@ -123,7 +134,7 @@ pub struct Plan {
     /// (at, client, space, away_ms).
     pub leaves: Vec<(u64, usize, usize, u64)>,
     /// Whether apps join a space again without waiting for the region to confirm their
-    /// leave (else they wait, and leave again until it does).
+    /// leave (see [`Mix::eager_rejoin`]).
     pub eager_rejoin: bool,
 }
 
@@ -186,6 +197,13 @@ impl Plan {
         for _ in 0..rng.usize(0..=4) {
             script.push((when(&mut rng), Fault::Reset));
         }
+        for _ in 0..rng.usize(0..=2) {
+            let fault = Fault::Suspend {
+                client: rng.usize(0..clients),
+                ms: rng.u64(300..=8_000),
+            };
+            script.push((when(&mut rng), fault));
+        }
         script.sort_by_key(|(t, _)| *t);
         let leaves = (0..rng.usize(0..=2))
             .map(|_| {
@@ -212,7 +230,7 @@ impl Plan {
             retention: mix.retention.then(|| rng.usize(3..=12)),
             script,
             leaves,
-            eager_rejoin: rng.bool(),
+            eager_rejoin: mix.eager_rejoin,
         }
     }
 }

@@ -61,6 +61,8 @@ enum Ev {
     /// The store deletes a delivered outbox entry (a write that lags).
     PersistDelete(usize, u32, u64),
     Fault(Fault),
+    /// A frozen client process runs again (incarnation).
+    Resume(usize, u32),
     /// Faults stop.
     Heal,
     /// Is it over?
@@ -195,7 +197,7 @@ impl World {
             .iter()
             .enumerate()
             .filter(|(_, c)| c.up)
-            .filter_map(|(i, c)| Some((c.deadline?.max(c.wake_floor), i)))
+            .filter_map(|(i, c)| Some((c.deadline?.max(c.wake_floor).max(c.suspended_until), i)))
             .min()
     }
 
@@ -204,6 +206,12 @@ impl World {
     }
 
     fn handle(&mut self, ev: Ev) {
+        if let Some(c) = self.frozen(&ev) {
+            // The process is frozen: whatever it would do waits until it runs again.
+            let at = self.clients[c].suspended_until;
+            self.queue.push(at, ev);
+            return;
+        }
         match ev {
             Ev::Accept(net) => self.accept(net),
             Ev::ToServer(net, wire) => self.arrive_at_region(net, wire),
@@ -268,6 +276,15 @@ impl World {
                 }
             }
             Ev::Fault(f) => self.fault(f),
+            Ev::Resume(c, inc) => {
+                if self.clients[c].up && self.clients[c].inc == inc {
+                    trace!(self, "c{c}#{inc} runs again");
+                    // Its overdue timer and its queued input are both ready: either first.
+                    if self.rng.bool() {
+                        self.client_timeout(c);
+                    }
+                }
+            }
             Ev::Heal => {
                 trace!(self, "HEAL: no more faults");
                 self.chaos = false;
@@ -283,6 +300,28 @@ impl World {
                 }
             }
         }
+    }
+
+    /// The client a frozen process would handle `ev` in, if any.
+    fn frozen(&self, ev: &Ev) -> Option<usize> {
+        let c = match ev {
+            Ev::ToClient(net, _) => self.conns.get(net)?.client,
+            Ev::AppSend(c, _)
+            | Ev::AppJoin(c, ..)
+            | Ev::AppLeave(c, ..)
+            | Ev::AppRejoin(c, _)
+            | Ev::Save(c)
+            | Ev::PersistDelete(c, ..) => *c,
+            Ev::Fault(
+                Fault::Offline { client, .. }
+                | Fault::Online { client }
+                | Fault::Switch { client }
+                | Fault::Suspend { client, .. },
+            ) => *client,
+            _ => return None,
+        };
+        let client = &self.clients[c];
+        (client.up && self.now < client.suspended_until).then_some(c)
     }
 
     // ----- the network -----
@@ -503,6 +542,7 @@ impl World {
         let client = &mut self.clients[c];
         client.inc += 1;
         client.up = true;
+        client.suspended_until = 0;
         client.batch += 1;
         client.wake_floor = 0;
         let mut session = RegionSession::new(
@@ -1147,6 +1187,16 @@ impl World {
                 trace!(self, "FAULT c{c} switches networks: its sockets go silent");
                 self.silence_client(c);
                 self.network_changed(c);
+            }
+            Fault::Suspend { client: c, ms } => {
+                let client = &mut self.clients[c];
+                if !client.up {
+                    return;
+                }
+                client.suspended_until = self.now + ms;
+                let inc = client.inc;
+                trace!(self, "FAULT c{c}#{inc} is frozen for {ms} ms");
+                self.queue.push(self.now + ms, Ev::Resume(c, inc));
             }
             Fault::Reset => {
                 let open: Vec<NetId> = self

@@ -701,6 +701,10 @@ async fn send(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: SendRequest
     notify::message_stored(ctx, &record, &stored);
 }
 
+/// Marks a socket that missed a message and is being disconnected.
+#[derive(Clone, Copy)]
+struct Lagging;
+
 /// Sends a stored message to the whole room, sender included: every member's stream sees
 /// every message. In a DS space each socket gets its own copy, sealed to its client key.
 async fn broadcast(
@@ -709,25 +713,40 @@ async fn broadcast(
     message: &meridian::model::Message,
     seal: bool,
 ) {
-    let members = socket.within(room(&message.space));
-    if !seal {
-        let _ = members.emit(event::MESSAGE, message).await;
-        return;
-    }
-    for member in members.sockets() {
-        // A socket without a key can't have joined a DS space; never send it the text.
-        let Some(ClientKey(key)) = member.extensions.get::<ClientKey>() else {
-            continue;
-        };
-        match sealing::seal_message(&ctx.id, &key, message) {
-            Ok(sealed) => {
-                if let Err(e) = member.emit(event::MESSAGE, &sealed) {
-                    tracing::debug!(region = %ctx.id, error = %e, "message not sent");
+    // One socket at a time, so a socket that can't take the message (its buffer is full:
+    // a frozen or slow link) is known, and disconnected: its client reconnects and catches
+    // up from its cursor, instead of silently missing the newest messages.
+    for member in socket.within(room(&message.space)).sockets() {
+        let sent = if seal {
+            // A socket without a key can't have joined a DS space; never send it the text.
+            let Some(ClientKey(key)) = member.extensions.get::<ClientKey>() else {
+                continue;
+            };
+            match sealing::seal_message(&ctx.id, &key, message) {
+                Ok(sealed) => member.emit(event::MESSAGE, &sealed),
+                Err(e) => {
+                    tracing::warn!(region = %ctx.id, error = %e, "a message could not be sealed: not sent");
+                    continue;
                 }
             }
-            Err(e) => {
-                tracing::warn!(region = %ctx.id, error = %e, "a message could not be sealed: not sent");
-            }
+        } else {
+            member.emit(event::MESSAGE, message)
+        };
+        if let Err(e) = sent
+            && member.extensions.get::<Lagging>().is_none()
+        {
+            tracing::info!(region = %ctx.id, error = %e, "a member could not take a message: disconnecting it");
+            member.extensions.insert(Lagging);
+            // A full buffer refuses the disconnect packet too: retry until the link drains
+            // (or the heartbeat ends it), so the client comes back through a rejoin.
+            tokio::spawn(async move {
+                for _ in 0..600 {
+                    if member.clone().disconnect().is_ok() {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            });
         }
     }
 }

@@ -68,6 +68,9 @@ impl Default for SessionConfig {
     }
 }
 
+/// The longest the ack timeout grows to on a slow link.
+const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// A region that rejects renewed tokens this many times in a row is believed: the work fails.
 const MAX_AUTH_REJECTIONS: u32 = 2;
 
@@ -321,6 +324,9 @@ pub struct RegionSession {
     online: bool,
     /// The time of the latest input: sans-IO code knows only the time it is given.
     now: Instant,
+    /// The ack timeout in force: starts at the configured one, doubles each time it
+    /// tears a link down (up to [`MAX_ACK_TIMEOUT`]).
+    ack_timeout: Duration,
     renewable: bool,
     /// The client's key pair, to open sealed deliveries.
     keys: Option<std::sync::Arc<crate::envelope::KeyPair>>,
@@ -361,6 +367,7 @@ impl RegionSession {
             idle_since: None,
             online: true,
             now: Instant::default(),
+            ack_timeout: config.ack_timeout,
             renewable: false,
             keys: None,
             auth_rejections: 0,
@@ -476,9 +483,7 @@ impl RegionSession {
             State::Idle | State::Offline | State::AwaitingToken | State::Closed => None,
         };
         let request = self.requests.values().filter_map(|r| r.deadline).min();
-        let unanswered = self
-            .oldest_unanswered()
-            .map(|t| t + self.config.ack_timeout);
+        let unanswered = self.oldest_unanswered().map(|t| t + self.ack_timeout);
         let idle = self.idle_since.map(|t| t + self.config.idle_timeout);
         let gap = self
             .subscriptions
@@ -567,6 +572,8 @@ impl RegionSession {
             }
         } else if matches!(self.state, State::Offline | State::BackingOff { .. }) {
             self.attempt = 0;
+            // Another network: what was learned about the old one's speed no longer holds.
+            self.ack_timeout = self.config.ack_timeout;
             if self.is_unused() {
                 self.set_state(State::Idle);
             } else {
@@ -631,9 +638,13 @@ impl RegionSession {
             State::Open { .. }
                 if self
                     .oldest_unanswered()
-                    .is_some_and(|t| now >= t + self.config.ack_timeout) =>
+                    .is_some_and(|t| now >= t + self.ack_timeout) =>
             {
-                tracing::debug!(region = %self.region, "a request went unanswered; reconnecting");
+                // Either the link is sick, or it is slower than we assumed (a large page
+                // takes longer to arrive than the timeout): doubling lets a slow link make
+                // progress instead of being torn down forever.
+                self.ack_timeout = (self.ack_timeout * 2).min(MAX_ACK_TIMEOUT);
+                tracing::debug!(region = %self.region, ack_timeout_ms = self.ack_timeout.as_millis() as u64, "a request went unanswered; reconnecting");
                 self.connection_lost(now);
             }
             _ => {}

@@ -746,3 +746,34 @@ fn sealed_deliveries_are_opened_and_a_tampered_one_is_reported_not_delivered() {
         |e| matches!(e, SessionEvent::Problem(err) if err.code() == crate::ErrorCode::Integrity)
     ));
 }
+
+#[test]
+fn a_link_torn_down_for_a_slow_answer_gets_twice_as_long_next_time() {
+    let mut r = Region::new();
+    r.joined("s", 0);
+    r.request(2, send("s", "k"));
+    r.take_emit();
+    let mut waited = 0;
+    while r.session.connection_state() == ConnectionState::Connected {
+        r.frame("2");
+        r.advance(Duration::from_secs(1));
+        waited += 1;
+    }
+    assert_eq!(waited, 10);
+    r.advance_to_next_timeout();
+    r.accept();
+    let (_, ack, _) = r.take_emit(); // the rejoin
+    r.ack(
+        ack.unwrap(),
+        json!({"ok": {"space": "s", "head_seq": 0, "complete": true}}),
+    );
+    r.take_emit(); // the send again
+    let mut waited = 0;
+    while r.session.connection_state() == ConnectionState::Connected {
+        assert!(waited <= 20, "still connected after {waited} s");
+        r.frame("2");
+        r.advance(Duration::from_secs(1));
+        waited += 1;
+    }
+    assert_eq!(waited, 20, "the second attempt is given 20 s, not 10");
+}

@@ -5,7 +5,8 @@
 //! random moments of the chaos phase, while the network delays, duplicates, reorders and
 //! loses frames (a lost frame breaks its connection, as TCP would: reset now, or half-open),
 //! connections are reset, the region restarts (with its state, or without it), clients
-//! crash and restart from what they persisted, and devices go offline or switch networks.
+//! crash and restart from what they persisted or freeze for a while, apps leave spaces and
+//! join them again, and devices go offline or switch networks.
 //! Then the faults stop (the heal phase) and the run goes on until it is quiescent: every
 //! outbox empty, every app caught up with the region's head of every space. The checks
 //! then compare what each app saw with what the region stored.

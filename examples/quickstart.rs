@@ -12,7 +12,7 @@ use std::time::Duration;
 use devserver::{Federation, FederationConfig};
 use futures::{Stream, StreamExt};
 use meridian::model::{PresenceStatus, SpaceId, UserId};
-use meridian::{Client, ClientConfig, ConnectionState, Error, Event};
+use meridian::{Client, ConnectionState, Error, Event};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,8 +32,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!();
 
-    let directory = federation.directory_url();
-    let connect = |token: &str| Client::connect_native(ClientConfig::new(&directory, token));
+    // The app pins the federation's signing key: documents signed by anything else are refused.
+    let connect = |token: &str| Client::connect_native(federation.client_config(token));
     let ana = connect("ana-token").await?;
     let sam = connect("sam-token").await?;
     let chloe = connect("chloe-token").await?;

@@ -20,11 +20,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use meridian::ErrorCode;
-use meridian::model::{FederationDoc, SessionInfo, SpaceId, SpaceLocation, UserId, UserLocation};
+use std::collections::HashMap;
+
+use meridian::model::{
+    RegionId, SessionInfo, SignedFederationDoc, SpaceId, SpaceLocation, UserId, UserLocation,
+};
 use meridian::protocol::ErrorBody;
 use serde::{Deserialize, Serialize};
 
 use crate::DevserverError;
+use crate::publisher::Publisher;
 use crate::state::{Member, Shared, lock};
 
 /// A failure the directory can be told to simulate (see `Federation::set_directory_fault`).
@@ -41,6 +46,9 @@ pub enum DirectoryFault {
 pub(crate) struct DirectoryState {
     pub shared: Arc<Shared>,
     pub fault: Arc<Mutex<Option<DirectoryFault>>>,
+    pub publisher: Arc<Publisher>,
+    /// Spaces the directory lies about (adversarial tests): located in these regions.
+    pub misdirected: Arc<Mutex<HashMap<SpaceId, RegionId>>>,
 }
 
 /// An error answer: a status and an `ErrorBody`.
@@ -109,8 +117,8 @@ pub(crate) fn router(state: DirectoryState) -> Router {
         .with_state(state)
 }
 
-async fn federation(State(st): State<DirectoryState>) -> Json<FederationDoc> {
-    Json(st.shared.federation_doc())
+async fn federation(State(st): State<DirectoryState>) -> Json<SignedFederationDoc> {
+    Json(st.publisher.serve(st.shared.federation_doc()))
 }
 
 async fn session(
@@ -130,10 +138,15 @@ async fn space_location(
     authenticate(&st.shared, &headers)?;
     let Path(raw) = path.map_err(|e| ApiError::invalid(e.body_text()))?;
     let id = SpaceId::new(raw).map_err(|e| ApiError::invalid(e.to_string()))?;
-    st.shared
+    let mut location = st
+        .shared
         .space(&id)
-        .map(|s| Json(s.location))
-        .ok_or_else(|| ApiError::not_found(format!("space {id}")))
+        .map(|s| s.location)
+        .ok_or_else(|| ApiError::not_found(format!("space {id}")))?;
+    if let Some(region) = lock(&st.misdirected).get(&id) {
+        location.region = region.clone();
+    }
+    Ok(Json(location))
 }
 
 async fn user_location(

@@ -31,6 +31,52 @@ mod error;
 mod journal;
 mod net;
 mod notify;
+mod publisher;
+
+/// How long a federation document is valid; it is re-issued after half of that.
+const DOCUMENT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The federation's signing key: kept in `<data dir>/federation-signing.key` so clients'
+/// pinned key stays valid across restarts of the binary; fresh per run without a data dir.
+fn signing_key(
+    data_dir: Option<&std::path::Path>,
+) -> Result<meridian::trust::DocumentSigner, DevserverError> {
+    use meridian::trust::DocumentSigner;
+    let random = || {
+        DocumentSigner::generate("federation-0")
+            .map_err(|e| DevserverError::NoRandomSource(e.to_string()))
+    };
+    let Some(dir) = data_dir else {
+        return random();
+    };
+    let path = dir.join("federation-signing.key");
+    let storage = |reason: String| DevserverError::Storage {
+        path: path.display().to_string(),
+        reason,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let bytes: Vec<u8> = (0..text.trim().len())
+                .step_by(2)
+                .filter_map(|i| u8::from_str_radix(text.trim().get(i..i + 2)?, 16).ok())
+                .collect();
+            let seed: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| storage("not a 32-byte hex key".into()))?;
+            Ok(DocumentSigner::from_seed("federation-0", &seed))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed)
+                .map_err(|e| DevserverError::NoRandomSource(e.to_string()))?;
+            std::fs::create_dir_all(dir).map_err(|e| storage(e.to_string()))?;
+            let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::write(&path, hex).map_err(|e| storage(e.to_string()))?;
+            Ok(DocumentSigner::from_seed("federation-0", &seed))
+        }
+        Err(e) => Err(storage(e.to_string())),
+    }
+}
 mod region;
 mod relay;
 mod sealing;
@@ -48,6 +94,7 @@ use meridian::model::{Message, RegionId, SpaceId, SpaceLocation, UserId};
 pub use config::{CompanyConfig, FederationConfig, RegionConfig, SpaceConfig, UserConfig};
 pub use directory::DirectoryFault;
 pub use error::DevserverError;
+pub use publisher::DocumentFault;
 pub use store::DROPPED_KEYS_REMEMBERED;
 pub use tap::{RegionTap, RelayRecord, RelayTap, TapKind, TapRecord};
 
@@ -62,6 +109,8 @@ pub struct Federation {
     shared: Arc<Shared>,
     relay: Arc<Relay>,
     fault: Arc<Mutex<Option<DirectoryFault>>>,
+    publisher: Arc<publisher::Publisher>,
+    misdirected: Arc<Mutex<std::collections::HashMap<SpaceId, RegionId>>>,
     directory: net::Server,
     regions: Vec<RegionServer>,
 }
@@ -108,11 +157,18 @@ impl Federation {
             regions.push(server);
         }
         let fault = Arc::new(Mutex::new(None));
+        let publisher = Arc::new(publisher::Publisher::new(
+            signing_key(config.data_dir.as_deref())?,
+            DOCUMENT_LIFETIME,
+        ));
+        let misdirected = Arc::default();
         let port = config.directory_port.unwrap_or(0);
         let listener = net::bind("the directory", port).await?;
         let router = directory::router(directory::DirectoryState {
             shared: shared.clone(),
             fault: fault.clone(),
+            publisher: publisher.clone(),
+            misdirected: Arc::clone(&misdirected),
         });
         let directory =
             net::Server::spawn("directory".into(), listener, router).map_err(|source| {
@@ -127,9 +183,51 @@ impl Federation {
             shared,
             relay,
             fault,
+            publisher,
+            misdirected,
             directory,
             regions,
         })
+    }
+
+    /// The keys a client must pin to trust this federation's documents.
+    pub fn federation_keys(&self) -> Vec<meridian::model::FederationKey> {
+        self.publisher.trust_anchors()
+    }
+
+    /// A client configuration for this federation: its directory, `token`, and its keys
+    /// pinned.
+    pub fn client_config(&self, token: impl Into<String>) -> meridian::ClientConfig {
+        meridian::ClientConfig::new(self.directory_url(), token)
+            .with_federation_keys(self.federation_keys())
+    }
+
+    /// Makes the directory serve a bad document (see [`DocumentFault`]) until cleared.
+    pub fn set_document_fault(&self, fault: Option<DocumentFault>) {
+        self.publisher.set_fault(fault);
+    }
+
+    /// Starts a signing-key rotation: the next document, signed by the current key,
+    /// announces the returned key. [`Federation::finish_key_rotation`] switches to it.
+    pub fn begin_key_rotation(&self) -> Result<meridian::model::FederationKey, DevserverError> {
+        self.publisher
+            .begin_rotation()
+            .map_err(|e| DevserverError::NoRandomSource(e.to_string()))
+    }
+
+    /// Ends a rotation: documents are signed with the announced key from now on.
+    pub fn finish_key_rotation(&self) {
+        self.publisher.finish_rotation();
+    }
+
+    /// Makes the directory locate `space` in `region` (or tell the truth again with
+    /// `None`): an adversarial directory, for tests of what clients refuse.
+    pub fn misdirect_space(&self, space: &SpaceId, region: Option<RegionId>) {
+        let mut map = state::lock(&self.misdirected);
+        match region {
+            Some(r) => map.insert(space.clone(), r),
+            None => map.remove(space),
+        };
     }
 
     /// The directory's base URL, `http://127.0.0.1:PORT`.

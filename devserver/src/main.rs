@@ -134,7 +134,7 @@ fn configure(args: &Args) -> Result<FederationConfig, DevserverError> {
     Ok(config)
 }
 
-/// `READY {"directory_url": .., "regions": {id: socket_url, ..}}`
+/// `READY {"directory_url": .., "regions": {id: socket_url, ..}, "federation_keys": [..]}`
 fn ready_line(fed: &Federation) -> String {
     let regions: BTreeMap<String, String> = fed
         .region_ids()
@@ -149,6 +149,7 @@ fn ready_line(fed: &Federation) -> String {
     let json = serde_json::json!({
         "directory_url": fed.directory_url(),
         "regions": regions,
+        "federation_keys": fed.federation_keys(),
     });
     format!("READY {json}")
 }

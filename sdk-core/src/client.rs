@@ -44,6 +44,9 @@ pub struct ClientConfig {
     pub session: SessionConfig,
     /// Directory cache tunables.
     pub directory: DirectoryConfig,
+    /// The federation's signing keys the app trusts (at least one): documents signed by
+    /// anything else are refused.
+    pub federation_keys: Vec<crate::model::FederationKey>,
     /// Where pending sends and delivery cursors are kept across restarts. The default,
     /// in memory, survives disconnects but not the process; native apps pass a
     /// [`crate::store::FileStore`], the web an IndexedDB store.
@@ -57,10 +60,17 @@ impl ClientConfig {
             directory_url: directory_url.into(),
             token: token.into(),
             token_provider: None,
+            federation_keys: Vec::new(),
             session: SessionConfig::default(),
             directory: DirectoryConfig::default(),
             store: Arc::new(MemoryStore::new()),
         }
+    }
+
+    /// The same configuration with these federation keys pinned.
+    pub fn with_federation_keys(mut self, keys: Vec<crate::model::FederationKey>) -> Self {
+        self.federation_keys = keys;
+        self
     }
 
     /// The same configuration with a token provider.
@@ -185,9 +195,11 @@ impl Client {
             },
         };
         let credentials = Arc::new(Credentials::new(first, config.token_provider.clone())?);
+        let trust = crate::trust::Trust::new(&config.federation_keys)?;
         let directory = Arc::new(Directory::new(
             &config.directory_url,
             credentials.clone(),
+            trust,
             config.directory,
             driver.clone(),
         )?);
@@ -215,6 +227,7 @@ impl Client {
         let cursors = restore_cursors(config.store.as_ref(), &namespaces.cursors).await?;
         let keys = Arc::new(load_or_create_keys(config.store.as_ref(), &namespaces.keys).await?);
         let (commands, rx) = mpsc::unbounded();
+        directory.report_to(commands.clone());
         let engine = Engine::new(EngineSetup {
             driver: driver.clone(),
             ctx: ctx.clone(),

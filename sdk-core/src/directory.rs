@@ -14,10 +14,13 @@ use serde::de::DeserializeOwned;
 use crate::credentials::Credentials;
 use crate::driver::{Driver, HttpMethod, HttpRequest};
 use crate::error::{Error, Result};
-use crate::model::{FederationDoc, SessionInfo, SpaceId, SpaceLocation, UserId, UserLocation};
+use crate::model::{
+    FederationDoc, SessionInfo, SignedFederationDoc, SpaceId, SpaceLocation, UserId, UserLocation,
+};
 use crate::protocol::ErrorBody;
 use crate::secret::Secret;
 use crate::time::Instant;
+use crate::trust::Trust;
 
 /// How long directory answers are trusted before they are asked again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +54,9 @@ pub struct Directory {
     config: DirectoryConfig,
     driver: Arc<dyn Driver>,
     cache: Mutex<Cache>,
+    trust: Mutex<Trust>,
+    /// Where refused documents are reported (the engine, once it runs).
+    reports: Mutex<Option<futures::channel::mpsc::UnboundedSender<crate::engine::Command>>>,
 }
 
 impl std::fmt::Debug for Directory {
@@ -67,6 +73,7 @@ impl Directory {
     pub(crate) fn new(
         base_url: &str,
         credentials: Arc<Credentials>,
+        trust: Trust,
         config: DirectoryConfig,
         driver: Arc<dyn Driver>,
     ) -> Result<Self> {
@@ -81,7 +88,17 @@ impl Directory {
             config,
             driver,
             cache: Mutex::new(Cache::default()),
+            trust: Mutex::new(trust),
+            reports: Mutex::new(None),
         })
+    }
+
+    /// Sends reports of refused documents to the engine from now on.
+    pub(crate) fn report_to(
+        &self,
+        commands: futures::channel::mpsc::UnboundedSender<crate::engine::Command>,
+    ) {
+        *self.reports.lock().unwrap_or_else(PoisonError::into_inner) = Some(commands);
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -111,22 +128,36 @@ impl Directory {
         }
     }
 
-    /// Fetches the federation document now. A document older than the one held is refused.
+    /// Fetches the federation document now and verifies it (see [`Trust::accept`]): a
+    /// document that isn't signed by a trusted key, has expired, or is older than the one
+    /// held is refused, reported as [`crate::Event::FederationDocumentRefused`], and the
+    /// last good document stays in use.
     pub async fn refresh_federation(&self) -> Result<FederationDoc> {
-        let doc: FederationDoc = self.get("/v1/federation", HttpMethod::Get).await?;
-        doc.validate()?;
-        let now = self.driver.now();
-        let mut cache = self.cache();
-        if let Some((held, _)) = &cache.doc
-            && held.version > doc.version
-        {
-            return Err(Error::DirectoryUnavailable(format!(
-                "directory served version {} after version {}",
-                doc.version, held.version
-            )));
+        let signed: SignedFederationDoc = self.get("/v1/federation", HttpMethod::Get).await?;
+        let accepted = self
+            .trust
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .accept(&signed, self.driver.unix_time_ms());
+        match accepted {
+            Ok(doc) => {
+                let now = self.driver.now();
+                self.cache().doc = Some((doc.clone(), now));
+                Ok(doc)
+            }
+            Err(error) => {
+                tracing::warn!(code = %error.code(), "federation document refused");
+                let reports = self.reports.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(commands) = reports.as_ref() {
+                    let _ = commands.unbounded_send(crate::engine::Command::Notify(
+                        crate::Event::FederationDocumentRefused {
+                            error: error.clone(),
+                        },
+                    ));
+                }
+                Err(error)
+            }
         }
-        cache.doc = Some((doc.clone(), now));
-        Ok(doc)
     }
 
     /// Who the token belongs to.

@@ -117,6 +117,12 @@ pub enum Event {
         /// Why.
         error: Error,
     },
+    /// The directory served a federation document the client refused (bad signature,
+    /// unknown key, expired, rolled back); the last good document stays in use.
+    FederationDocumentRefused {
+        /// Why.
+        error: Error,
+    },
     /// A region broke the protocol or reported an error outside any request.
     RegionProblem {
         /// The region.

@@ -159,6 +159,7 @@ pub struct DevserverProcess {
     child: Child,
     directory_url: String,
     regions: BTreeMap<String, String>,
+    federation_keys: Vec<meridian::model::FederationKey>,
 }
 
 impl std::fmt::Debug for DevserverProcess {
@@ -223,11 +224,19 @@ impl DevserverProcess {
             .iter()
             .map(|(id, url)| (id.clone(), url.as_str().unwrap_or_default().to_string()))
             .collect();
+        let federation_keys = serde_json::from_value(json["federation_keys"].clone())
+            .expect("READY lists the federation keys to pin");
         DevserverProcess {
             child,
             directory_url,
             regions,
+            federation_keys,
         }
+    }
+
+    /// The keys clients pin to trust this federation's documents.
+    pub fn federation_keys(&self) -> &[meridian::model::FederationKey] {
+        &self.federation_keys
     }
 
     /// The directory's base URL.

@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 use meridian::model::{Message, RegionId, SpaceId};
 use meridian::outbox::SendStatus;
 use meridian::store::FileStore;
-use meridian::{Client, ClientConfig, ErrorCode, Event};
+use meridian::{Client, ErrorCode, Event};
 
 type Events = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
 
@@ -30,7 +30,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 async fn client(fed: &Federation, user: &str, store: Option<&PathBuf>) -> (Client, Events) {
-    let mut config = ClientConfig::new(fed.directory_url(), format!("{user}-token"));
+    let mut config = fed.client_config(format!("{user}-token"));
     if let Some(dir) = store {
         config = config.with_store(Arc::new(FileStore::new(dir)));
     }

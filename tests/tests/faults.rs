@@ -64,13 +64,29 @@ struct Member {
     joined: Vec<(SpaceId, u64)>,
 }
 
+/// A directory, and the keys to trust its documents with.
+struct Dir {
+    url: String,
+    keys: Vec<meridian::model::FederationKey>,
+}
+
+impl Dir {
+    fn of(fed: &Federation) -> Self {
+        Self {
+            url: fed.directory_url(),
+            keys: fed.federation_keys(),
+        }
+    }
+}
+
 async fn member(
-    directory: &str,
+    directory: &Dir,
     name: &'static str,
     session: SessionConfig,
     spaces: &[&SpaceId],
 ) -> Member {
-    let mut config = ClientConfig::new(directory, format!("{name}-token"));
+    let mut config = ClientConfig::new(directory.url.as_str(), format!("{name}-token"))
+        .with_federation_keys(directory.keys.clone());
     config.session = session;
     let client = Client::connect_native(config)
         .await
@@ -409,7 +425,7 @@ async fn chaos_on_the_links_to_the_regions_loses_duplicates_and_reorders_nothing
         space("globex:launch"),
         space("maple:lounge"),
     );
-    let dir = fed.directory_url();
+    let dir = Dir::of(&fed);
     let members = vec![
         member(&dir, "ana", quick_to_notice(), &[&general]).await,
         member(
@@ -500,7 +516,7 @@ async fn a_member_whose_link_freezes_during_a_burst_gets_every_message_once_it_t
         .unwrap();
     let eu = region("eu-west");
     let general = space("acme:general");
-    let dir = fed.directory_url();
+    let dir = Dir::of(&fed);
     // Ben's session is opened before the proxy is advertised: his link goes straight to
     // eu-west. Ana, who connects after, goes through the proxy (small kernel buffers on
     // its side, so that a frozen link pushes back on the region sooner).
@@ -594,7 +610,7 @@ async fn a_member_catching_up_a_full_page_over_a_slow_link_gets_there() {
         .unwrap();
     let eu = region("eu-west");
     let general = space("acme:general");
-    let dir = fed.directory_url();
+    let dir = Dir::of(&fed);
     // Ben goes straight to eu-west (his session is opened before the proxy is advertised);
     // Ana goes through the proxy.
     let ben = member(&dir, "ben", SessionConfig::default(), &[&general]).await;
@@ -665,7 +681,7 @@ async fn a_large_send_over_a_slow_uplink_is_stored_and_acknowledged() {
         .unwrap();
     let eu = region("eu-west");
     let general = space("acme:general");
-    let dir = fed.directory_url();
+    let dir = Dir::of(&fed);
     // Ana goes straight to eu-west; Sam, who connects after the proxy is advertised,
     // through it.
     let ana = member(&dir, "ana", SessionConfig::default(), &[&general]).await;
@@ -728,7 +744,7 @@ async fn sends_made_while_the_directory_is_down_go_out_in_order_once_it_is_back(
         .await
         .unwrap();
     let random = space("globex:random");
-    let dir = fed.directory_url();
+    let dir = Dir::of(&fed);
     let tom = member(&dir, "tom", quick_to_notice(), &[&random]).await;
     // Sam has never used globex:random: his sends need the directory to find it.
     let sam = member(&dir, "sam", quick_to_notice(), &[]).await;
@@ -786,7 +802,7 @@ async fn a_region_restarted_in_the_middle_of_traffic_loses_and_duplicates_nothin
         .unwrap();
     let eu = region("eu-west");
     let (general, launch) = (space("acme:general"), space("globex:launch"));
-    let dir = fed.directory_url();
+    let dir = Dir::of(&fed);
     let defaults = SessionConfig::default();
     let members = vec![
         member(&dir, "ana", defaults, &[&general]).await,
@@ -837,7 +853,7 @@ async fn a_region_that_loses_its_state_mid_traffic_reports_continuity_lost_and_h
         .unwrap();
     let eu = region("eu-west");
     let (general, launch) = (space("acme:general"), space("globex:launch"));
-    let dir = fed.directory_url();
+    let dir = Dir::of(&fed);
     let defaults = SessionConfig::default();
     // Sam, Tom and Chloe go straight to the regions; Ana, who connects after the proxy is
     // advertised, goes to eu-west through it.
@@ -963,7 +979,10 @@ async fn a_region_process_killed_with_sigkill_and_restarted_on_its_ports_loses_a
     let data = scratch_dir("faults-devserver");
     let server = DevserverProcess::start(&data).await;
     let ports = server.same_ports();
-    let dir = server.directory_url().to_string();
+    let dir = Dir {
+        url: server.directory_url().to_string(),
+        keys: server.federation_keys().to_vec(),
+    };
     let (general, launch, lounge) = (
         space("acme:general"),
         space("globex:launch"),
@@ -990,7 +1009,7 @@ async fn a_region_process_killed_with_sigkill_and_restarted_on_its_ports_loses_a
         tokio::time::sleep(Duration::from_millis(rng.range(50..600))).await;
         server = DevserverProcess::restart_on(&data, &ports).await;
         down_for += killed.elapsed();
-        assert_eq!(server.directory_url(), dir, "back on the same ports");
+        assert_eq!(server.directory_url(), dir.url, "back on the same ports");
     }
 
     let outcomes = outcomes(senders, Duration::from_secs(40)).await;
@@ -1038,14 +1057,21 @@ async fn a_region_process_killed_with_sigkill_and_restarted_on_its_ports_loses_a
 
 const FAULT_CLIENT: &str = env!("CARGO_BIN_EXE_fault-client");
 
-fn fault_client(directory: &str, user: &str, store: &Path) -> ClientProcess {
+fn fault_client(directory: &Dir, user: &str, store: &Path) -> ClientProcess {
+    let keys = directory
+        .keys
+        .iter()
+        .map(|k| format!("{}={}", k.id, k.public_key))
+        .collect::<Vec<_>>()
+        .join(",");
     ClientProcess::start(
         user,
         Path::new(FAULT_CLIENT),
         &[
-            directory.to_string(),
+            directory.url.clone(),
             user.to_string(),
             store.display().to_string(),
+            keys,
         ],
     )
 }
@@ -1065,7 +1091,7 @@ fn queued_keys(line: &str) -> Vec<String> {
 /// The second run of the client: reports what it found, drains it, quits. Returns how
 /// many sends it found pending, and key -> seq from its `SENT` lines.
 async fn drain_in_a_new_process(
-    directory: &str,
+    directory: &Dir,
     user: &str,
     store: &Path,
 ) -> (usize, HashMap<String, u64>) {
@@ -1152,7 +1178,7 @@ async fn a_client_process_killed_with_sends_queued_while_its_region_was_unreacha
         .unwrap();
     fed.advertise_region(&eu, Some(proxy.ws_url())).unwrap();
     let general = space("acme:general");
-    let dir = fed.directory_url();
+    let dir = Dir::of(&fed);
     let ana = member(&dir, "ana", quick_to_notice(), &[&general]).await;
     let store = scratch_dir("faults-client-unreachable");
     let k = 5;
@@ -1228,7 +1254,7 @@ async fn a_client_process_killed_with_a_send_on_the_wire_has_it_stored_once_afte
         .unwrap();
     fed.advertise_region(&eu, Some(proxy.ws_url())).unwrap();
     let general = space("acme:general");
-    let dir = fed.directory_url();
+    let dir = Dir::of(&fed);
     let ana = member(&dir, "ana", quick_to_notice(), &[&general]).await;
     let store = scratch_dir("faults-client-on-the-wire");
     let k = 5;
@@ -1338,7 +1364,7 @@ async fn killed_mid_stream(
         .unwrap();
     fed.advertise_region(&r, Some(proxy.ws_url())).unwrap();
     let space = space(space_id);
-    let dir = fed.directory_url();
+    let dir = Dir::of(&fed);
     let watcher = member(&dir, receiver, quick_to_notice(), &[&space]).await;
     proxy.slow(Duration::from_millis(25), None);
     let store = scratch_dir("faults-client-mid-stream");
@@ -1441,7 +1467,7 @@ async fn a_client_process_killed_again_and_again_while_draining_stores_each_send
         .unwrap();
     fed.advertise_region(&eu, Some(proxy.ws_url())).unwrap();
     let general = space("acme:general");
-    let dir = fed.directory_url();
+    let dir = Dir::of(&fed);
     let ana = member(&dir, "ana", quick_to_notice(), &[&general]).await;
     let store = scratch_dir("faults-client-crash-loop");
     let k = 30;

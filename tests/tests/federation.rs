@@ -19,12 +19,9 @@ async fn federation() -> Federation {
 }
 
 async fn client(fed: &Federation, user: &str) -> (Client, Events) {
-    let client = Client::connect_native(ClientConfig::new(
-        fed.directory_url(),
-        format!("{user}-token"),
-    ))
-    .await
-    .unwrap_or_else(|e| panic!("{user} connects: {e}"));
+    let client = Client::connect_native(fed.client_config(format!("{user}-token")))
+        .await
+        .unwrap_or_else(|e| panic!("{user} connects: {e}"));
     let events = Box::pin(client.events());
     (client, events)
 }
@@ -371,22 +368,27 @@ async fn bad_input_from_the_app_gets_a_typed_error_and_sends_nothing() {
 #[tokio::test]
 async fn a_bad_token_or_a_bad_directory_url_is_refused_with_a_typed_error() {
     let fed = federation().await;
-    let err = Client::connect_native(ClientConfig::new(fed.directory_url(), "wrong"))
+    let err = Client::connect_native(fed.client_config("wrong"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Unauthorized, "{err}");
-    let err = Client::connect_native(ClientConfig::new(fed.directory_url(), ""))
+    let err = Client::connect_native(fed.client_config(""))
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidInput, "{err}");
-    let err = Client::connect_native(ClientConfig::new("ftp://nowhere", "sam-token"))
-        .await
-        .unwrap_err();
+    let err = Client::connect_native(
+        ClientConfig::new("ftp://nowhere", "sam-token").with_federation_keys(fed.federation_keys()),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidInput, "{err}");
     // Nothing listens on port 9 of loopback.
-    let err = Client::connect_native(ClientConfig::new("http://127.0.0.1:9", "sam-token"))
-        .await
-        .unwrap_err();
+    let err = Client::connect_native(
+        ClientConfig::new("http://127.0.0.1:9", "sam-token")
+            .with_federation_keys(fed.federation_keys()),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), ErrorCode::DirectoryUnavailable, "{err}");
     fed.shutdown().await;
 }
@@ -399,7 +401,7 @@ async fn a_directory_that_answers_500_or_garbage_gives_directory_unavailable() {
         devserver::DirectoryFault::Garbage,
     ] {
         fed.set_directory_fault(Some(fault));
-        let err = Client::connect_native(ClientConfig::new(fed.directory_url(), "sam-token"))
+        let err = Client::connect_native(fed.client_config("sam-token"))
             .await
             .unwrap_err();
         assert_eq!(

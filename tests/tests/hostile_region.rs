@@ -10,23 +10,27 @@ use axum::Router;
 use axum::routing::{get, post};
 use futures::{SinkExt, StreamExt};
 use meridian::model::SpaceId;
+use meridian::trust::DocumentSigner;
 use meridian::{Client, ClientConfig, ErrorCode, Event};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message as Ws;
 
-/// A directory that houses every space in region `r1` at `socket_url`.
-async fn directory(socket_url: String) -> String {
-    let doc = json!({
+/// A directory that houses every space in region `r1` at `socket_url`, signing its
+/// document with `signer`.
+async fn directory(socket_url: String, signer: &DocumentSigner) -> String {
+    let doc: meridian::model::FederationDoc = serde_json::from_value(json!({
         "version": 1, "issued_at_ms": 0,
         "regions": [{"id": "r1", "name": "Region one", "socket_url": socket_url}],
         "policies": [{"id": "open", "mode": "strict", "residency": "dr"}],
         "flavors": []
-    });
+    }))
+    .unwrap();
+    let signed = signer.sign(&doc);
     let app = Router::new()
         .route(
             "/v1/federation",
-            get(move || async move { axum::Json(doc) }),
+            get(move || async move { axum::Json(signed) }),
         )
         .route(
             "/v1/session",
@@ -91,10 +95,13 @@ async fn hostile_region(connections: Arc<AtomicUsize>) -> String {
 async fn malformed_frames_and_unknown_events_are_reported_and_the_client_recovers() {
     let connections = Arc::new(AtomicUsize::new(0));
     let region = hostile_region(connections.clone()).await;
-    let dir = directory(region).await;
-    let client = Client::connect_native(ClientConfig::new(dir, "eve-token"))
-        .await
-        .unwrap();
+    let signer = DocumentSigner::generate("test-root").unwrap();
+    let dir = directory(region, &signer).await;
+    let client = Client::connect_native(
+        ClientConfig::new(dir, "eve-token").with_federation_keys(vec![signer.public()]),
+    )
+    .await
+    .unwrap();
     let mut events = client.events();
     let joined = tokio::time::timeout(
         Duration::from_secs(10),

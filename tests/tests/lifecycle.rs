@@ -11,7 +11,7 @@ use devserver::{Federation, FederationConfig, TapKind};
 use futures::{Stream, StreamExt};
 use meridian::driver::BoxFuture;
 use meridian::model::{Message, RegionId, SpaceId, UserId};
-use meridian::{Client, ClientConfig, ConnectionState, ErrorCode, Event, Token, TokenProvider};
+use meridian::{Client, ConnectionState, ErrorCode, Event, Token, TokenProvider};
 
 type Events = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
 
@@ -24,12 +24,9 @@ async fn federation() -> Arc<Federation> {
 }
 
 async fn client(fed: &Federation, user: &str) -> (Client, Events) {
-    let client = Client::connect_native(ClientConfig::new(
-        fed.directory_url(),
-        format!("{user}-token"),
-    ))
-    .await
-    .unwrap();
+    let client = Client::connect_native(fed.client_config(format!("{user}-token")))
+        .await
+        .unwrap();
     let events = Box::pin(client.events());
     (client, events)
 }
@@ -107,7 +104,7 @@ async fn a_token_rejected_at_reconnect_is_renewed_and_the_pending_work_carries_o
         announce_expiry: false,
         calls: AtomicUsize::new(0),
     });
-    let config = ClientConfig::new(fed.directory_url(), "").with_token_provider(provider.clone());
+    let config = fed.client_config("").with_token_provider(provider.clone());
     let sam = Client::connect_native(config).await.unwrap();
     let mut sam_ev: Events = Box::pin(sam.events());
     let launch = SpaceId::new("globex:launch").unwrap();
@@ -167,7 +164,7 @@ async fn a_token_is_renewed_before_it_expires_when_its_expiry_is_known() {
         announce_expiry: true,
         calls: AtomicUsize::new(0),
     });
-    let config = ClientConfig::new(fed.directory_url(), "").with_token_provider(provider.clone());
+    let config = fed.client_config("").with_token_provider(provider.clone());
     let sam = Client::connect_native(config).await.unwrap();
     sam.join_space(&SpaceId::new("globex:launch").unwrap())
         .await

@@ -6,12 +6,14 @@ use meridian::model::FederationDoc;
 use crate::support::{TcpProxy, connect, federation, region, token};
 
 async fn doc(directory: &str) -> FederationDoc {
-    let doc: FederationDoc = reqwest::get(format!("{directory}/v1/federation"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let signed: meridian::model::SignedFederationDoc =
+        reqwest::get(format!("{directory}/v1/federation"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let doc: FederationDoc = serde_json::from_str(&signed.document).unwrap();
     doc.validate().unwrap();
     doc
 }

@@ -28,8 +28,15 @@ async fn the_federation_document_validates_and_points_at_every_region() {
     let fed = federation().await;
     let res = get(format!("{}/v1/federation", fed.directory_url()), None).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let doc: FederationDoc = res.json().await.unwrap();
-    doc.validate().unwrap();
+    let signed: meridian::model::SignedFederationDoc = res.json().await.unwrap();
+    // Signed by the key clients pin, and verifiable as such.
+    let mut trust = meridian::trust::Trust::new(&fed.federation_keys()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let doc: FederationDoc = trust.accept(&signed, now).unwrap();
+    assert!(doc.expires_at_ms > now);
     assert_eq!(doc.version, 1);
     assert!(doc.issued_at_ms > 0);
     assert_eq!(doc.regions.len(), 3);
@@ -199,7 +206,8 @@ async fn an_injected_directory_fault_is_served_until_cleared() {
     );
 
     fed.set_directory_fault(None);
-    let doc: FederationDoc = get(url, None).await.json().await.unwrap();
+    let signed: meridian::model::SignedFederationDoc = get(url, None).await.json().await.unwrap();
+    let doc: FederationDoc = serde_json::from_str(&signed.document).unwrap();
     doc.validate().unwrap();
     fed.shutdown().await;
 }

@@ -41,10 +41,19 @@ fn fail(what: impl std::fmt::Display) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [directory, user, store] = args.as_slice() else {
-        return fail("usage: fault-client <directory-url> <user> <store-dir>");
+    let [directory, user, store, keys] = args.as_slice() else {
+        return fail("usage: fault-client <directory-url> <user> <store-dir> <id=key,...>");
     };
+    let keys = keys
+        .split(',')
+        .filter_map(|k| k.split_once('='))
+        .map(|(id, public_key)| meridian::model::FederationKey {
+            id: id.to_owned(),
+            public_key: public_key.to_owned(),
+        })
+        .collect();
     let config = ClientConfig::new(directory.as_str(), format!("{user}-token"))
+        .with_federation_keys(keys)
         .with_store(Arc::new(FileStore::new(store)));
     let client = match Client::connect_native(config).await {
         Ok(c) => c,

@@ -238,6 +238,10 @@ impl Client {
             outbox,
             cursors,
             keys,
+            home: doc
+                .region(&info.home_region)
+                .cloned()
+                .ok_or_else(|| Error::DirectoryUnavailable("no home region".into()))?,
         });
         driver.spawn(Box::pin(engine.run(rx)));
         tracing::info!(user = %info.user, home = %info.home_region, "connected to the federation");

@@ -123,6 +123,9 @@ pub enum Event {
         /// Why.
         error: Error,
     },
+    /// Something the user's home region tells them (a mention, a DM invite, a contact's
+    /// presence), wherever in the federation it happened.
+    Notification(crate::model::Notification),
     /// A region broke the protocol or reported an error outside any request.
     RegionProblem {
         /// The region.
@@ -245,6 +248,7 @@ pub(crate) struct Engine {
     cursor_flush_at: Option<crate::time::Instant>,
     /// The client's key pair (sealed deliveries are sealed to its public half).
     keys: Arc<crate::envelope::KeyPair>,
+    home: Region,
     /// Whether a token renewal is under way.
     renewing: bool,
     /// When to renew the token before it expires.
@@ -263,6 +267,8 @@ pub(crate) struct EngineSetup {
     pub(crate) outbox: Outbox,
     pub(crate) cursors: HashMap<SpaceId, Cursor>,
     pub(crate) keys: Arc<crate::envelope::KeyPair>,
+    /// The user's home region: its session carries the notifications.
+    pub(crate) home: Region,
 }
 
 impl Engine {
@@ -277,6 +283,7 @@ impl Engine {
             outbox,
             cursors,
             keys,
+            home,
         } = setup;
         let (io_tx, io_rx) = mpsc::unbounded();
         let (writer, ops) = mpsc::unbounded();
@@ -312,6 +319,7 @@ impl Engine {
             restored_cursors: cursors,
             cursor_flush_at: None,
             keys,
+            home,
             renewing: false,
             token_refresh_at: None,
             overall: ConnectionState::Idle,
@@ -324,6 +332,8 @@ impl Engine {
         };
         // Sends left over from an earlier run go out first.
         self.pump();
+        let (home, now) = (self.home.clone(), self.driver.now());
+        self.session(&home).subscribe_inbox(now);
         self.schedule_token_refresh();
         loop {
             self.flush();
@@ -913,6 +923,7 @@ impl Engine {
                 self.publish(Event::SubscriptionLost { space, error });
             }
             SessionEvent::TokenRejected => self.renew_token(),
+            SessionEvent::Notification(n) => self.publish(Event::Notification(n)),
             SessionEvent::ContinuityLost { space, from, to } => {
                 self.publish(Event::ContinuityLost { space, from, to });
             }

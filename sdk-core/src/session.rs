@@ -183,6 +183,8 @@ pub enum SessionEvent {
         /// Why.
         error: Error,
     },
+    /// A notification for the user (mention, DM invite, contact presence).
+    Notification(crate::model::Notification),
     /// Messages of a space can't be delivered: seqs `from..=to` passed the region's
     /// retention window, or (`to == None`) the region lost the space's history from `from`
     /// on and its seq numbering started over. The app should resync the space.
@@ -292,6 +294,7 @@ struct PendingRequest {
 enum AckFor {
     Request(RequestId),
     Join(SpaceId),
+    Inbox,
 }
 
 /// Where the app is in a space's history: what a client persists to resume after a restart.
@@ -330,6 +333,8 @@ pub struct RegionSession {
     renewable: bool,
     /// The client's key pair, to open sealed deliveries.
     keys: Option<std::sync::Arc<crate::envelope::KeyPair>>,
+    /// Whether this session carries the user's notifications.
+    inbox: bool,
     /// Consecutive rejections of the token since the last successful connect.
     auth_rejections: u32,
     outputs: VecDeque<Output>,
@@ -370,6 +375,7 @@ impl RegionSession {
             ack_timeout: config.ack_timeout,
             renewable: false,
             keys: None,
+            inbox: false,
             auth_rejections: 0,
             outputs: VecDeque::new(),
         }
@@ -434,7 +440,67 @@ impl RegionSession {
 
     /// Whether the session has nothing to do (no subscription, no request).
     pub fn is_unused(&self) -> bool {
-        self.subscriptions.is_empty() && self.requests.is_empty()
+        self.subscriptions.is_empty() && self.requests.is_empty() && !self.inbox
+    }
+
+    /// Makes this (the home region's) session receive the user's notifications: it
+    /// connects and subscribes the inbox, again after every reconnect, and never idles out.
+    pub fn subscribe_inbox(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.inbox || self.state == State::Closed {
+            return;
+        }
+        self.inbox = true;
+        self.idle_since = None;
+        if matches!(self.state, State::Open { .. }) {
+            self.send_inbox();
+        } else {
+            self.ensure_connecting(now);
+        }
+    }
+
+    fn send_inbox(&mut self) {
+        let State::Open { conn, .. } = self.state else {
+            return;
+        };
+        let ack = self.next_ack_id();
+        self.acks.insert(ack, AckFor::Inbox);
+        self.emit(
+            conn,
+            event::INBOX_SUBSCRIBE,
+            serde_json::json!({}),
+            Some(ack),
+            None,
+        );
+    }
+
+    fn on_notify(&mut self, notify: protocol::Notify) {
+        let notification = match (notify.notification, notify.sealed) {
+            (Some(n), None) => Ok(n),
+            (None, Some(sealed)) => match &self.keys {
+                None => Err(Error::Integrity("a sealed notification, and no key".into())),
+                Some(keys) => {
+                    let inbox = SpaceId::new_unchecked(protocol::INBOX);
+                    let binding = crate::envelope::Binding {
+                        space: &inbox,
+                        message: &notify.id,
+                        region: &self.region,
+                    };
+                    crate::envelope::open(keys, &binding, &sealed).and_then(|bytes| {
+                        serde_json::from_slice(&bytes).map_err(|e| {
+                            Error::Integrity(format!("a sealed notification does not parse: {e}"))
+                        })
+                    })
+                }
+            },
+            _ => Err(Error::Protocol(
+                "a notification must carry exactly one of notification and sealed".into(),
+            )),
+        };
+        match notification {
+            Ok(n) => self.push_event(SessionEvent::Notification(n)),
+            Err(e) => self.push_event(SessionEvent::Problem(e)),
+        }
     }
 
     /// Replaces the token used at the next authentication.
@@ -1073,6 +1139,9 @@ impl RegionSession {
                 for space in spaces {
                     self.send_join(&space);
                 }
+                if self.inbox {
+                    self.send_inbox();
+                }
                 self.flush_requests();
                 self.check_idle(now);
                 Ok(())
@@ -1126,6 +1195,12 @@ impl RegionSession {
             args.swap_remove(0)
         };
         match name {
+            event::NOTIFY => match serde_json::from_value::<protocol::Notify>(arg) {
+                Ok(n) => self.on_notify(n),
+                Err(e) => self.push_event(SessionEvent::Problem(Error::Protocol(format!(
+                    "undecodable notification: {e}"
+                )))),
+            },
             event::MESSAGE => match serde_json::from_value::<Message>(arg) {
                 Ok(m) => self.on_message(m, now),
                 Err(e) => self.push_event(SessionEvent::Problem(Error::Protocol(format!(
@@ -1254,6 +1329,12 @@ impl RegionSession {
         };
         match target {
             AckFor::Join(space) => self.on_join_ack(&space, arg, now),
+            AckFor::Inbox => {
+                if let Err(e) = decode_reply::<Empty>(arg) {
+                    tracing::warn!(region = %self.region, code = %e.code(), "inbox refused");
+                    self.push_event(SessionEvent::Problem(e));
+                }
+            }
             AckFor::Request(id) => {
                 let Some(pending) = self.requests.remove(&id) else {
                     return;

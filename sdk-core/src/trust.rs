@@ -98,6 +98,8 @@ fn parse_key(key: &FederationKey) -> Result<VerifyingKey> {
 pub struct Trust {
     pinned: Vec<(String, VerifyingKey)>,
     announced: Vec<(String, VerifyingKey)>,
+    /// The key that signed the document held: it stays trusted after a rotation.
+    current: Option<(String, VerifyingKey)>,
     held: Option<(u64, String)>,
 }
 
@@ -116,6 +118,7 @@ impl Trust {
         Ok(Self {
             pinned,
             announced: Vec::new(),
+            current: None,
             held: None,
         })
     }
@@ -133,6 +136,7 @@ impl Trust {
             .pinned
             .iter()
             .chain(&self.announced)
+            .chain(&self.current)
             .find(|(id, _)| *id == signed.key_id)
         else {
             return refuse(format!("signed by unknown key {:?}", signed.key_id));
@@ -182,6 +186,7 @@ impl Trust {
         let Ok(announced) = announced else {
             return refuse("it announces a malformed next signing key".into());
         };
+        self.current = Some((signed.key_id.clone(), *key));
         self.announced = announced;
         self.held = Some((doc.version, signed.document.clone()));
         Ok(doc)
@@ -275,6 +280,20 @@ mod tests {
                 .version,
             3
         );
+    }
+
+    #[test]
+    fn a_rotated_key_keeps_signing_after_its_announcement_is_gone() {
+        let root = signer("root", 1);
+        let next = signer("next", 9);
+        let mut trust = Trust::new(&[root.public()]).unwrap();
+        trust
+            .accept(&root.sign(&doc(1, 100, vec![next.public()])), 50)
+            .unwrap();
+        for version in 2..5 {
+            let got = trust.accept(&next.sign(&doc(version, 100, vec![])), 50);
+            assert_eq!(got.unwrap().version, version);
+        }
     }
 
     #[test]

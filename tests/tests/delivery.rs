@@ -131,6 +131,7 @@ async fn sends_pending_when_the_client_stops_are_delivered_exactly_once_by_the_n
     let (sam, _) = client(&fed, "sam", Some(&dir)).await;
     assert!(sam.pending_sends().await.unwrap().is_empty());
     let _ = std::fs::remove_dir_all(dir);
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -172,6 +173,7 @@ async fn a_restarted_client_resumes_each_space_where_it_left_off() {
     );
     nothing_more(&mut tom_ev).await;
     let _ = std::fs::remove_dir_all(dir);
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -215,5 +217,6 @@ async fn a_send_refused_for_good_is_reported_and_the_others_go_on() {
     assert!(tom.pending_sends().await.unwrap().is_empty());
     let err = tom.cancel_send(&refused_key).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::NotFound);
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }

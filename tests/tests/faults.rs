@@ -502,6 +502,7 @@ async fn chaos_on_the_links_to_the_regions_loses_duplicates_and_reorders_nothing
     drop(members);
     drop(proxies);
     if let Ok(fed) = Arc::try_unwrap(fed) {
+        meridian_tests::residency_check!(fed);
         fed.shutdown().await;
     }
 }
@@ -597,6 +598,7 @@ async fn a_member_whose_link_freezes_during_a_burst_gets_every_message_once_it_t
     tally.assert_clean(&summary);
     after_nudge.assert_clean(&summary);
     members.clear();
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -670,6 +672,7 @@ async fn a_member_catching_up_a_full_page_over_a_slow_link_gets_there() {
     );
     println!("{summary}");
     tally.assert_clean(&summary);
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -732,6 +735,7 @@ async fn a_large_send_over_a_slow_uplink_is_stored_and_acknowledged() {
     );
     println!("{summary}");
     tally.assert_clean(&summary);
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -789,6 +793,7 @@ async fn sends_made_while_the_directory_is_down_go_out_in_order_once_it_is_back(
     println!("{summary}");
     tally.assert_clean(&summary);
     assert_eq!(stored_while_down, 0, "nothing could be located meanwhile");
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -842,6 +847,7 @@ async fn a_region_restarted_in_the_middle_of_traffic_loses_and_duplicates_nothin
         stored_before > 0 && stored_before < histories[&general][0].len(),
         "the restart must fall in the middle of the traffic: {summary}"
     );
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -921,6 +927,7 @@ async fn a_region_that_loses_its_state_mid_traffic_reports_continuity_lost_and_h
         !old_history.is_empty() && !histories[&general][1].is_empty(),
         "the wipe must fall in the middle of the traffic: {summary}"
     );
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -1239,6 +1246,7 @@ async fn a_client_process_killed_with_sends_queued_while_its_region_was_unreacha
     tally.assert_clean(&summary);
     assert_eq!(tally.continuity_events, 0);
     let _ = std::fs::remove_dir_all(&store);
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -1337,6 +1345,7 @@ async fn a_client_process_killed_with_a_send_on_the_wire_has_it_stored_once_afte
         "the region got the first send twice (before the kill, and from the new process) and stored it once: {summary}"
     );
     let _ = std::fs::remove_dir_all(&store);
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -1423,6 +1432,7 @@ async fn killed_mid_stream(
     tally.assert_clean(&summary);
     assert!(unconfirmed_stored <= 1);
     let _ = std::fs::remove_dir_all(&store);
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -1543,5 +1553,6 @@ async fn a_client_process_killed_again_and_again_while_draining_stores_each_send
     println!("{summary}");
     tally.assert_clean(&summary);
     let _ = std::fs::remove_dir_all(&store);
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }

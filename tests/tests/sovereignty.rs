@@ -214,7 +214,7 @@ async fn the_signing_key_rotates_without_an_app_update() {
 async fn a_mention_reaches_the_user_at_home_through_the_relay_which_sees_nothing_readable() {
     let fed = federation().await;
     let launch: SpaceId = id("globex:launch"); // us-east; globex permits ca-central
-    let (chloe, mut chloe_ev) = client(&fed, "chloe").await; // home ca-central
+    let (_chloe, mut chloe_ev) = client(&fed, "chloe").await; // home ca-central
     let (sam, _) = client(&fed, "sam").await;
     sam.join_space(&launch).await.unwrap();
     let text = "@chloe can you check the launch checklist?";

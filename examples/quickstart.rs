@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use devserver::{Federation, FederationConfig};
 use futures::{Stream, StreamExt};
-use meridian::model::{PresenceStatus, SpaceId, UserId};
+use meridian::model::{Notification, PresenceStatus, RegionId, SpaceId, UserId};
 use meridian::{Client, ConnectionState, Error, Event};
 
 #[tokio::main]
@@ -106,18 +106,66 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let lounge = SpaceId::new("maple:lounge")?;
-    println!("   Sam also drops by #maple:lounge, Chloe's company space in ca-central.");
+    println!();
+    println!("   #maple:lounge (ca-central) is under data sovereignty: Maple's policy is DS.");
     sam.join_space(&lounge).await?;
     chloe.join_space(&lounge).await?;
-    sam.send_message(&lounge, "Hello Montréal!").await?.await?;
+    let secret = "Hello Montréal! Q3 numbers attached.";
+    sam.send_message(&lounge, secret).await?.await?;
+    println!("   Sam's text is sealed on his device to ca-central's published key (HPKE),");
+    println!("   and each copy the region sends out is sealed to its reader's own key.");
     for (name, events) in [("Chloe", &mut chloe_events), ("Sam", &mut sam_events)] {
         let m = next_message(events).await?;
         delivered += 1;
         println!(
-            "   {name} receives #{} from {} in {}.",
-            m.seq, m.sender, m.space
+            "   {name} receives #{} from {} in {} and reads it: {:?}.",
+            m.seq, m.sender, m.space, m.body
         );
     }
+    if let Some(tap) = federation.tap(&RegionId::new("ca-central")?) {
+        println!(
+            "   What ca-central received: {} frames, {} of them sealed; the text readable in {}.",
+            tap.frames(),
+            tap.sealed_frames(),
+            if tap.never_saw_text(secret) {
+                "none"
+            } else {
+                "SOME"
+            }
+        );
+    }
+    let ana_lounge = ana.join_space(&lounge).await;
+    if let Err(Error::PolicyViolation { reason, .. }) = &ana_lounge {
+        refusals += 1;
+        println!("   Ana (eu-strict) tries to enter it too. Refused: {reason}.");
+    } else {
+        return Err(format!("expected a policy refusal, got {ana_lounge:?}").into());
+    }
+    println!();
+    sam.send_message(&launch, "@chloe the launch checklist is ready for you")
+        .await?
+        .await?;
+    // Chloe gets the message (she is in the space) and, separately, the mention.
+    let (mut mention, mut got_message) = (None, false);
+    while mention.is_none() || !got_message {
+        let event = next_matching(&mut chloe_events, |e| match e {
+            Event::Notification(n @ Notification::Mention { .. }) => Some(Some(n)),
+            Event::MessageReceived(_) => Some(None),
+            _ => None,
+        })
+        .await?;
+        match event {
+            Some(n) => mention = Some(n),
+            None => got_message = true,
+        }
+    }
+    if let Some(Notification::Mention { space, from, .. }) = mention {
+        println!("   Sam mentions @chloe in {space}. Chloe is told at home, in ca-central:");
+        println!("   us-east sealed the notice to ca-central's key and the relay between them");
+        println!("   carried only ciphertext. Chloe sees: {from} mentioned you in {space}.");
+    }
+    let _ = next_message(&mut sam_events).await?;
+    delivered += 2;
     chloe.set_presence(PresenceStatus::Away).await?;
     let presence = next_presence(&mut sam_events).await?;
     println!(

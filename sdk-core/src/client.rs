@@ -469,15 +469,7 @@ impl Client {
     }
 
     async fn locate(&self, space: &SpaceId) -> Result<(SpaceLocation, Region)> {
-        let loc = self.inner.directory.locate_space(space).await?;
-        let doc = self.inner.directory.federation().await?;
-        let region = doc.region(&loc.region).cloned().ok_or_else(|| {
-            Error::DirectoryUnavailable(format!(
-                "space {space} is housed in region {} which the federation document lacks",
-                loc.region
-            ))
-        })?;
-        Ok((loc, region))
+        self.inner.directory.locate_space_region(space).await
     }
 
     /// Locates the space, checks the policy, sends; asks the directory again once if the

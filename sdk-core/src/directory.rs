@@ -185,6 +185,22 @@ impl Directory {
         Ok(loc)
     }
 
+    /// Where `space` is housed, with that region's entry in the federation document.
+    pub async fn locate_space_region(
+        &self,
+        space: &SpaceId,
+    ) -> Result<(SpaceLocation, crate::model::Region)> {
+        let loc = self.locate_space(space).await?;
+        let doc = self.federation().await?;
+        let region = doc.region(&loc.region).cloned().ok_or_else(|| {
+            Error::DirectoryUnavailable(format!(
+                "space {space} is housed in region {} which the federation document lacks",
+                loc.region
+            ))
+        })?;
+        Ok((loc, region))
+    }
+
     /// Where `user` is homed (cached).
     pub async fn locate_user(&self, user: &UserId) -> Result<UserLocation> {
         let now = self.driver.now();

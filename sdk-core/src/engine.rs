@@ -624,7 +624,7 @@ impl Engine {
             let space = entry.space.clone();
             self.unlocated.insert(order, entry);
             self.driver.spawn(Box::pin(async move {
-                let result = locate(&directory, &space).await;
+                let result = directory.locate_space_region(&space).await;
                 let _ = io.unbounded_send(Io::Located(order, result));
             }));
             return;
@@ -1009,18 +1009,6 @@ fn carries_plaintext(frame: &str) -> bool {
             .and_then(|a| a.get("body"))
             .and_then(serde_json::Value::as_str)
             .is_some_and(|body| !body.is_empty())
-}
-
-async fn locate(directory: &Directory, space: &SpaceId) -> Result<(SpaceLocation, Region)> {
-    let loc = directory.locate_space(space).await?;
-    let doc = directory.federation().await?;
-    let region = doc.region(&loc.region).cloned().ok_or_else(|| {
-        Error::DirectoryUnavailable(format!(
-            "space {space} is housed in region {} which the federation document lacks",
-            loc.region
-        ))
-    })?;
-    Ok((loc, region))
 }
 
 /// Carries out store writes one at a time, in the order they were asked for.

@@ -85,7 +85,10 @@ fn test_steps() -> Vec<Step> {
             &["check", "-p", "meridian-wasm", "--target", WASM_TARGET],
         ),
         // Node missing must fail CI, not skip the interop tests.
-        Step::cargo("tests", &["test", "--workspace"]).env("MERIDIAN_REQUIRE_NODE", "1"),
+        // --show-output: the suites' summary lines (simulation, faults, residency audit)
+        // belong in the log even when their tests pass.
+        Step::cargo("tests", &["test", "--workspace", "--", "--show-output"])
+            .env("MERIDIAN_REQUIRE_NODE", "1"),
         Step::cargo("quickstart", &["run", "--example", "quickstart"])
             .expect_stdout_line(QUICKSTART_OK),
     ]

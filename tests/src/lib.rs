@@ -5,6 +5,7 @@
 //! that proves from the regions' and the relay's taps that nothing went where a policy
 //! forbids it.
 
+pub mod demo;
 pub mod ledger;
 pub mod process;
 pub mod proxy;

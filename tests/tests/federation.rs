@@ -5,26 +5,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use devserver::{Federation, FederationConfig};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use meridian::model::{MAX_BODY_BYTES, Message, RegionId, SpaceId, UserId};
 use meridian::{Client, ClientConfig, ConnectionState, ErrorCode, Event};
-
-type Events = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
-
-async fn federation() -> Federation {
-    Federation::start(FederationConfig::default_three_regions())
-        .await
-        .expect("the devserver starts")
-}
-
-async fn client(fed: &Federation, user: &str) -> (Client, Events) {
-    let client = Client::connect_native(fed.client_config(format!("{user}-token")))
-        .await
-        .unwrap_or_else(|e| panic!("{user} connects: {e}"));
-    let events = Box::pin(client.events());
-    (client, events)
-}
+use meridian_tests::demo::{Events, client, federation};
 
 fn space(id: &str) -> SpaceId {
     SpaceId::new(id).unwrap()

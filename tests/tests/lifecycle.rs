@@ -8,12 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use devserver::{Federation, FederationConfig, TapKind};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use meridian::driver::BoxFuture;
 use meridian::model::{Message, RegionId, SpaceId, UserId};
 use meridian::{Client, ConnectionState, ErrorCode, Event, Token, TokenProvider};
-
-type Events = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
+use meridian_tests::demo::{Events, client};
 
 async fn federation() -> Arc<Federation> {
     Arc::new(
@@ -21,14 +20,6 @@ async fn federation() -> Arc<Federation> {
             .await
             .unwrap(),
     )
-}
-
-async fn client(fed: &Federation, user: &str) -> (Client, Events) {
-    let client = Client::connect_native(fed.client_config(format!("{user}-token")))
-        .await
-        .unwrap();
-    let events = Box::pin(client.events());
-    (client, events)
 }
 
 /// Mints short-lived tokens from the devserver, like an app's auth backend would.

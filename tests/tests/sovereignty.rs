@@ -6,27 +6,12 @@
 
 use std::time::Duration;
 
-use devserver::{DocumentFault, Federation, FederationConfig};
-use futures::{Stream, StreamExt};
+use devserver::DocumentFault;
+use futures::StreamExt;
 use meridian::model::{Notification, RegionId, SpaceId, UserId};
 use meridian::{Client, ErrorCode, Event};
+use meridian_tests::demo::{Events, client, federation};
 use meridian_tests::residency::audit;
-
-type Events = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
-
-async fn federation() -> Federation {
-    Federation::start(FederationConfig::default_three_regions())
-        .await
-        .unwrap()
-}
-
-async fn client(fed: &Federation, user: &str) -> (Client, Events) {
-    let client = Client::connect_native(fed.client_config(format!("{user}-token")))
-        .await
-        .unwrap();
-    let events = Box::pin(client.events());
-    (client, events)
-}
 
 fn id<T: TryFrom<&'static str>>(s: &'static str) -> T
 where

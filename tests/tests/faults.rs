@@ -79,6 +79,15 @@ impl Dir {
     }
 }
 
+/// A fault proxy in front of `region`, and the federation document pointing clients at it.
+async fn proxy_in_front(fed: &Federation, region: &RegionId) -> FaultProxy {
+    let proxy = FaultProxy::start(fed.region_addr(region).unwrap())
+        .await
+        .unwrap();
+    fed.advertise_region(region, Some(proxy.ws_url())).unwrap();
+    proxy
+}
+
 async fn member(
     directory: &Dir,
     name: &'static str,
@@ -407,12 +416,7 @@ async fn chaos_on_the_links_to_the_regions_loses_duplicates_and_reorders_nothing
     let mut proxies = Vec::new();
     for id in ["eu-west", "us-east", "ca-central"] {
         let r = region(id);
-        let proxy = Arc::new(
-            FaultProxy::start(fed.region_addr(&r).unwrap())
-                .await
-                .unwrap(),
-        );
-        fed.advertise_region(&r, Some(proxy.ws_url())).unwrap();
+        let proxy = Arc::new(proxy_in_front(&fed, &r).await);
         proxies.push((r, proxy));
     }
 
@@ -616,10 +620,7 @@ async fn a_member_catching_up_a_full_page_over_a_slow_link_gets_there() {
     // Ben goes straight to eu-west (his session is opened before the proxy is advertised);
     // Ana goes through the proxy.
     let ben = member(&dir, "ben", SessionConfig::default(), &[&general]).await;
-    let proxy = FaultProxy::start(fed.region_addr(&eu).unwrap())
-        .await
-        .unwrap();
-    fed.advertise_region(&eu, Some(proxy.ws_url())).unwrap();
+    let proxy = proxy_in_front(&fed, &eu).await;
     let session = quick_to_notice();
     let ana = member(&dir, "ana", session, &[&general]).await;
 
@@ -688,10 +689,7 @@ async fn a_large_send_over_a_slow_uplink_is_stored_and_acknowledged() {
     // Ana goes straight to eu-west; Sam, who connects after the proxy is advertised,
     // through it.
     let ana = member(&dir, "ana", SessionConfig::default(), &[&general]).await;
-    let proxy = FaultProxy::start(fed.region_addr(&eu).unwrap())
-        .await
-        .unwrap();
-    fed.advertise_region(&eu, Some(proxy.ws_url())).unwrap();
+    let proxy = proxy_in_front(&fed, &eu).await;
     let session = quick_to_notice();
     let sam = member(&dir, "sam", session, &[&general]).await;
 
@@ -868,10 +866,7 @@ async fn a_region_that_loses_its_state_mid_traffic_reports_continuity_lost_and_h
         member(&dir, "tom", defaults, &[&general, &launch]).await,
         member(&dir, "chloe", defaults, &[&launch]).await,
     ];
-    let proxy = FaultProxy::start(fed.region_addr(&eu).unwrap())
-        .await
-        .unwrap();
-    fed.advertise_region(&eu, Some(proxy.ws_url())).unwrap();
+    let proxy = proxy_in_front(&fed, &eu).await;
     members.push(member(&dir, "ana", defaults, &[&general]).await);
     let senders = traffic(&members, 12, Duration::from_millis(150), "wipe");
     // Ana is cut off for a while before the region loses its data: what was stored
@@ -1180,10 +1175,7 @@ async fn a_client_process_killed_with_sends_queued_while_its_region_was_unreacha
         .await
         .unwrap();
     let eu = region("eu-west");
-    let proxy = FaultProxy::start(fed.region_addr(&eu).unwrap())
-        .await
-        .unwrap();
-    fed.advertise_region(&eu, Some(proxy.ws_url())).unwrap();
+    let proxy = proxy_in_front(&fed, &eu).await;
     let general = space("acme:general");
     let dir = Dir::of(&fed);
     let ana = member(&dir, "ana", quick_to_notice(), &[&general]).await;
@@ -1257,10 +1249,7 @@ async fn a_client_process_killed_with_a_send_on_the_wire_has_it_stored_once_afte
         .await
         .unwrap();
     let eu = region("eu-west");
-    let proxy = FaultProxy::start(fed.region_addr(&eu).unwrap())
-        .await
-        .unwrap();
-    fed.advertise_region(&eu, Some(proxy.ws_url())).unwrap();
+    let proxy = proxy_in_front(&fed, &eu).await;
     let general = space("acme:general");
     let dir = Dir::of(&fed);
     let ana = member(&dir, "ana", quick_to_notice(), &[&general]).await;
@@ -1368,10 +1357,7 @@ async fn killed_mid_stream(
     let r = region(region_id);
     // A slow link, so that at the kill some sends are stored, one is on its way and the
     // rest wait in the outbox.
-    let proxy = FaultProxy::start(fed.region_addr(&r).unwrap())
-        .await
-        .unwrap();
-    fed.advertise_region(&r, Some(proxy.ws_url())).unwrap();
+    let proxy = proxy_in_front(&fed, &r).await;
     let space = space(space_id);
     let dir = Dir::of(&fed);
     let watcher = member(&dir, receiver, quick_to_notice(), &[&space]).await;
@@ -1472,10 +1458,7 @@ async fn a_client_process_killed_again_and_again_while_draining_stores_each_send
         .await
         .unwrap();
     let eu = region("eu-west");
-    let proxy = FaultProxy::start(fed.region_addr(&eu).unwrap())
-        .await
-        .unwrap();
-    fed.advertise_region(&eu, Some(proxy.ws_url())).unwrap();
+    let proxy = proxy_in_front(&fed, &eu).await;
     let general = space("acme:general");
     let dir = Dir::of(&fed);
     let ana = member(&dir, "ana", quick_to_notice(), &[&general]).await;

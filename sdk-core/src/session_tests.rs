@@ -162,6 +162,17 @@ impl Region {
         })
     }
 
+    /// Answers the rejoin the session sends first on a new connection (head 0).
+    fn answer_rejoin(&mut self, space: &str) {
+        let (name, ack, arg) = self.take_emit();
+        assert_eq!(name, "space:join", "subscriptions are restored first");
+        assert_eq!(arg["space"], space);
+        self.ack(
+            ack.unwrap(),
+            json!({"ok": {"space": space, "head_seq": 0, "complete": true}}),
+        );
+    }
+
     /// Joins `space` with request 1 and answers with `head`.
     fn joined(&mut self, space: &str, head: u64) {
         self.request(1, Request::Join(SpaceId::new_unchecked(space)));
@@ -310,12 +321,7 @@ fn a_send_in_flight_when_the_link_drops_is_sent_again_with_the_same_key() {
     r.drop_link();
     r.advance_to_next_timeout();
     r.accept();
-    let (name, ack, _) = r.take_emit();
-    assert_eq!(name, "space:join", "subscriptions are restored first");
-    r.ack(
-        ack.unwrap(),
-        json!({"ok": {"space": "s", "head_seq": 0, "complete": true}}),
-    );
+    r.answer_rejoin("s");
     let (name, ack, arg) = r.take_emit();
     assert_eq!((name.as_str(), &arg["key"]), ("message:send", &json!("k1")));
     r.ack(
@@ -558,12 +564,7 @@ fn offline_closes_the_link_and_stops_retrying_until_the_network_is_back() {
     r.drain();
     assert_eq!(r.connects, 2, "back online: connect at once");
     r.accept();
-    let (name, ack, _) = r.take_emit();
-    assert_eq!(name, "space:join");
-    r.ack(
-        ack.unwrap(),
-        json!({"ok": {"space": "s", "head_seq": 0, "complete": true}}),
-    );
+    r.answer_rejoin("s");
     let (name, _, arg) = r.take_emit();
     assert_eq!((name.as_str(), &arg["key"]), ("message:send", &json!("k")));
     assert!(
@@ -629,12 +630,7 @@ fn a_request_the_region_never_answers_makes_the_session_reconnect_and_send_it_ag
     ));
     r.advance_to_next_timeout();
     r.accept();
-    let (name, ack, _) = r.take_emit();
-    assert_eq!(name, "space:join");
-    r.ack(
-        ack.unwrap(),
-        json!({"ok": {"space": "s", "head_seq": 0, "complete": true}}),
-    );
+    r.answer_rejoin("s");
     let (name, _, arg) = r.take_emit();
     assert_eq!((name.as_str(), &arg["key"]), ("message:send", &json!("k")));
 }
@@ -762,11 +758,7 @@ fn a_link_torn_down_for_a_slow_answer_gets_twice_as_long_next_time() {
     assert_eq!(waited, 10);
     r.advance_to_next_timeout();
     r.accept();
-    let (_, ack, _) = r.take_emit(); // the rejoin
-    r.ack(
-        ack.unwrap(),
-        json!({"ok": {"space": "s", "head_seq": 0, "complete": true}}),
-    );
+    r.answer_rejoin("s");
     r.take_emit(); // the send again
     let mut waited = 0;
     while r.session.connection_state() == ConnectionState::Connected {

@@ -1012,6 +1012,17 @@ impl RegionSession {
         let Some(sub) = self.subscriptions.get(space) else {
             return;
         };
+        // One change of a space's membership on the wire at a time: a join sent while a
+        // leave of the same space is unanswered could be applied before it, by a region
+        // that handles a socket's events concurrently, and the leave would win. The join
+        // goes out when the leave is answered.
+        let leaving = self
+            .requests
+            .values()
+            .any(|p| p.ack.is_some() && matches!(&p.request, Request::Leave(s) if s == space));
+        if leaving {
+            return;
+        }
         let payload = to_value(&JoinRequest {
             space: space.clone(),
             since: sub.last_seq,
@@ -1339,6 +1350,10 @@ impl RegionSession {
                 let Some(pending) = self.requests.remove(&id) else {
                     return;
                 };
+                let left = match &pending.request {
+                    Request::Leave(space) => Some(space.clone()),
+                    _ => None,
+                };
                 let result = match pending.request {
                     Request::Join(_) => return,
                     Request::Leave(_) => decode_reply::<Empty>(arg).map(|_| Response::Left),
@@ -1361,6 +1376,15 @@ impl RegionSession {
                     }
                 };
                 self.reply(id, result);
+                // A join that waited for this leave goes out now.
+                if let Some(space) = left
+                    && self
+                        .subscriptions
+                        .get(&space)
+                        .is_some_and(|s| !s.active && s.join_ack.is_none())
+                {
+                    self.send_join(&space);
+                }
                 self.flush_requests();
                 self.check_idle(now);
             }

@@ -769,3 +769,23 @@ fn a_link_torn_down_for_a_slow_answer_gets_twice_as_long_next_time() {
     }
     assert_eq!(waited, 20, "the second attempt is given 20 s, not 10");
 }
+
+#[test]
+fn a_join_waits_for_the_leave_of_the_same_space_that_is_on_the_wire() {
+    let mut r = Region::new();
+    r.joined("s", 0);
+    r.request(2, Request::Leave(SpaceId::new_unchecked("s")));
+    let (name, leave_ack, _) = r.take_emit();
+    assert_eq!(name, "space:leave");
+    r.request(3, Request::Join(SpaceId::new_unchecked("s")));
+    assert!(
+        r.sent.is_empty(),
+        "the join waits: sent now, it could be applied first"
+    );
+    r.ack(leave_ack.unwrap(), json!({"ok": {}}));
+    let (name, _, arg) = r.take_emit();
+    assert_eq!(
+        (name.as_str(), arg),
+        ("space:join", json!({"space": "s"})) // a leave forgot the cursor: a fresh join
+    );
+}

@@ -197,13 +197,11 @@ fn simulation() {
     simulate(&MIXES, "-- --nocapture");
 }
 
-/// Apps that leave a space and join it again without waiting for the leave's answer.
-/// Ignored while the session has this bug: a `space:leave` already written when the app
-/// joins again is not ordered with the new `space:join`; a region that handles a socket's
-/// events out of order (modelled by reordering) applies the leave last, and unsubscribes
-/// the socket the session believes joined: the space's messages stop arriving.
+/// Apps that leave a space and join it again without waiting for the leave's answer. A
+/// region that handles a socket's events out of order (modelled by reordering) must not
+/// apply the leave after the new join: the session holds the join until the leave on the
+/// wire is answered.
 #[test]
-#[ignore = "RegionSession does not order a space's leave and rejoin (reported)"]
 fn simulation_rejoin_before_the_leave_is_answered() {
     let eager = |mix: Mix, name| Mix {
         name,

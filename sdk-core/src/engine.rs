@@ -438,7 +438,7 @@ impl Engine {
                 let _ = reply.send(self.outbox.list());
             }
             Command::RetrySend { key, reply } => {
-                let old = self.outbox.list().into_iter().find(|e| e.key == key);
+                let old = self.outbox.find(&key).cloned();
                 match self.outbox.retry(&key) {
                     Ok(entry) => {
                         // Written at its new place first, then the old record goes: a
@@ -583,7 +583,7 @@ impl Engine {
         };
         match result {
             Ok(()) => {
-                let entry = self.outbox.list().into_iter().find(|e| e.order == order);
+                let entry = self.outbox.get(order).cloned();
                 if let (Some(waiter), Some(entry)) = (waiter, entry) {
                     let (tx, rx) = oneshot::channel();
                     self.send_waiters.entry(order).or_default().push(tx);
@@ -687,7 +687,7 @@ impl Engine {
             other => Err(Error::Protocol(format!("unexpected answer {other:?}"))),
         });
         if let Err(Error::Moved(_)) = &result
-            && let Some(entry) = self.outbox.list().into_iter().find(|e| e.order == order)
+            && let Some(entry) = self.outbox.get(order).cloned()
         {
             // Ask the directory again; the entry stays in flight meanwhile.
             self.locations.remove(&entry.space);

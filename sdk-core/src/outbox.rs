@@ -263,10 +263,18 @@ impl Outbox {
         self.entries.is_empty()
     }
 
+    /// The entry at `order`, if it is still in the outbox.
+    pub fn get(&self, order: u64) -> Option<&OutboxEntry> {
+        self.entries.get(&order)
+    }
+
+    /// The entry of the send with this key, if it is still in the outbox.
+    pub fn find(&self, key: &IdempotencyKey) -> Option<&OutboxEntry> {
+        self.entries.values().find(|e| &e.key == key)
+    }
+
     fn order_of(&self, key: &IdempotencyKey) -> Result<u64> {
-        self.entries
-            .values()
-            .find(|e| &e.key == key)
+        self.find(key)
             .map(|e| e.order)
             .ok_or_else(|| Error::NotFound(format!("send {key} is not in the outbox")))
     }

@@ -1205,50 +1205,29 @@ impl RegionSession {
         } else {
             args.swap_remove(0)
         };
-        match name {
-            event::NOTIFY => match serde_json::from_value::<protocol::Notify>(arg) {
-                Ok(n) => self.on_notify(n),
-                Err(e) => self.push_event(SessionEvent::Problem(Error::Protocol(format!(
-                    "undecodable notification: {e}"
-                )))),
-            },
-            event::MESSAGE => match serde_json::from_value::<Message>(arg) {
-                Ok(m) => self.on_message(m, now),
-                Err(e) => self.push_event(SessionEvent::Problem(Error::Protocol(format!(
-                    "undecodable message event: {e}"
-                )))),
-            },
-            event::PRESENCE => match serde_json::from_value::<PresenceEvent>(arg) {
-                Ok(p) if self.subscriptions.contains_key(&p.space) => {
+        let outcome = match name {
+            event::NOTIFY => decode("notification", arg).map(|n| self.on_notify(n)),
+            event::MESSAGE => decode("message event", arg).map(|m| self.on_message(m, now)),
+            event::PRESENCE => decode::<PresenceEvent>("presence event", arg).map(|p| {
+                if self.subscriptions.contains_key(&p.space) {
                     self.push_event(SessionEvent::Presence(p));
                 }
-                Ok(_) => {}
-                Err(e) => self.push_event(SessionEvent::Problem(Error::Protocol(format!(
-                    "undecodable presence event: {e}"
-                )))),
-            },
-            event::TYPING_EVENT => match serde_json::from_value::<TypingEvent>(arg) {
-                Ok(t) if self.subscriptions.contains_key(&t.space) => {
+            }),
+            event::TYPING_EVENT => decode::<TypingEvent>("typing event", arg).map(|t| {
+                if self.subscriptions.contains_key(&t.space) {
                     self.push_event(SessionEvent::Typing(t));
                 }
-                Ok(_) => {}
-                Err(e) => self.push_event(SessionEvent::Problem(Error::Protocol(format!(
-                    "undecodable typing event: {e}"
-                )))),
-            },
-            event::ERROR => {
-                let error = serde_json::from_value::<ErrorBody>(arg)
-                    .map(|b| Error::from_wire(&b))
-                    .unwrap_or_else(|e| Error::Protocol(format!("undecodable error event: {e}")));
-                self.push_event(SessionEvent::Problem(error));
-            }
-            other => {
-                // Unknown events from a newer region are reported, not fatal.
-                self.push_event(SessionEvent::Problem(Error::Protocol(format!(
-                    "unknown event {other:?} from {}",
-                    self.region
-                ))));
-            }
+            }),
+            event::ERROR => decode::<ErrorBody>("error event", arg)
+                .map(|b| self.push_event(SessionEvent::Problem(Error::from_wire(&b)))),
+            // Unknown events from a newer region are reported, not fatal.
+            other => Err(Error::Protocol(format!(
+                "unknown event {other:?} from {}",
+                self.region
+            ))),
+        };
+        if let Err(e) = outcome {
+            self.push_event(SessionEvent::Problem(e));
         }
     }
 
@@ -1503,6 +1482,11 @@ impl RegionSession {
 fn to_value<T: serde::Serialize>(v: &T) -> Value {
     // The protocol types are plain data with string keys: serializing them cannot fail.
     serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// Decodes an event's argument; what doesn't decode is a protocol error worth reporting.
+fn decode<T: DeserializeOwned>(what: &str, arg: Value) -> Result<T> {
+    serde_json::from_value(arg).map_err(|e| Error::Protocol(format!("undecodable {what}: {e}")))
 }
 
 fn decode_reply<T: DeserializeOwned>(arg: Value) -> Result<T> {

@@ -48,8 +48,9 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meridian_test_macros::meridian_test;
 
-    #[test]
+    #[meridian_test]
     fn the_ceiling_doubles_per_attempt_until_the_cap() {
         let b = Backoff {
             base: Duration::from_millis(100),
@@ -64,7 +65,7 @@ mod tests {
         assert_eq!(max(60), 1000, "huge attempt counts must not overflow");
     }
 
-    #[test]
+    #[meridian_test]
     fn the_delay_is_jittered_over_the_whole_window() {
         let b = Backoff::default();
         assert_eq!(b.delay(3, 0.0), Duration::ZERO);

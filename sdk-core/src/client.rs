@@ -184,6 +184,14 @@ impl Client {
     /// restores the outbox and delivery cursors from the store, then starts the engine.
     /// Region sockets open lazily, when a space there is first used; sends left over from
     /// an earlier run go out at once.
+    #[cfg_attr(
+        target_arch = "wasm32",
+        allow(
+            clippy::arc_with_non_send_sync,
+            reason = "one thread on wasm32, where the driver and what holds it are not Send; \
+                      the same Arcs are shared across threads natively"
+        )
+    )]
     pub async fn connect(config: ClientConfig, driver: Arc<dyn Driver>) -> Result<Self> {
         let first = match (&config.token_provider, config.token.trim().is_empty()) {
             (Some(provider), true) => provider.fetch_token().await.map_err(|e| {

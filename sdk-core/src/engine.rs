@@ -1103,8 +1103,9 @@ async fn transport(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meridian_test_macros::meridian_test;
 
-    #[test]
+    #[meridian_test]
     fn the_overall_state_is_the_worst_of_the_regions_in_use() {
         use ConnectionState::*;
         let retry = |attempt, ms| Reconnecting {

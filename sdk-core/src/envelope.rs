@@ -208,6 +208,7 @@ pub fn open(key: &KeyPair, binding: &Binding<'_>, sealed: &SealedPayload) -> Res
 
 #[cfg(test)]
 mod tests {
+    use meridian_test_macros::meridian_test;
     use std::convert::Infallible;
 
     use hpke::rand_core::{TryCryptoRng, TryRng};
@@ -266,7 +267,7 @@ mod tests {
     }
     impl TryCryptoRng for FixedRng {}
 
-    #[test]
+    #[meridian_test]
     fn the_rfc_9180_base_mode_vector_opens_and_seals_byte_for_byte() {
         let recipient = KeyPair::derive(&hex(IKM_R));
         assert_eq!(recipient.public().0.to_bytes().to_vec(), hex(PK_RM));
@@ -311,7 +312,7 @@ mod tests {
         )
     }
 
-    #[test]
+    #[meridian_test]
     fn a_payload_opens_only_with_its_key_and_its_binding() {
         let (space, region) = ids();
         let region_key = KeyPair::generate();
@@ -348,7 +349,7 @@ mod tests {
         assert!(open(&stranger, &binding, &sealed).is_err(), "another key");
     }
 
-    #[test]
+    #[meridian_test]
     fn a_tampered_payload_is_refused() {
         let (space, region) = ids();
         let key = KeyPair::generate();
@@ -382,7 +383,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[meridian_test]
     fn a_key_pair_survives_a_round_trip_through_its_bytes_and_keys_through_base64() {
         let key = KeyPair::generate();
         let again = KeyPair::from_private_bytes(&key.private_bytes()).unwrap();

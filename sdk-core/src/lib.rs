@@ -6,6 +6,7 @@
 //! socket, exactly once and in order. See ARCHITECTURE.md for the layers.
 //!
 //! ```no_run
+//! # #[cfg(feature = "native")] // `connect_native` is the native driver's
 //! # async fn demo() -> meridian::Result<()> {
 //! use meridian::{Client, ClientConfig, model::SpaceId};
 //! let client = Client::connect_native(ClientConfig::new("http://127.0.0.1:7700", "ana-token")).await?;

@@ -467,8 +467,9 @@ pub fn validate_body(body: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meridian_test_macros::meridian_test;
 
-    #[test]
+    #[meridian_test]
     fn ids_refuse_empty_long_and_odd_characters() {
         assert_eq!(
             SpaceId::new("").unwrap_err().code(),
@@ -483,7 +484,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[meridian_test]
     fn ids_are_validated_when_deserialized_from_the_network() {
         let bad: std::result::Result<SpaceId, _> = serde_json::from_str("\"\"");
         assert!(bad.is_err());
@@ -491,7 +492,7 @@ mod tests {
         assert_eq!(good.as_str(), "s1");
     }
 
-    #[test]
+    #[meridian_test]
     fn bodies_must_be_non_empty_and_within_the_limit() {
         assert!(validate_body("hello").is_ok());
         assert!(validate_body("   ").is_err());
@@ -499,7 +500,7 @@ mod tests {
         assert!(validate_body(&"x".repeat(MAX_BODY_BYTES)).is_ok());
     }
 
-    #[test]
+    #[meridian_test]
     fn a_message_debug_never_shows_its_body() {
         let m = Message {
             space: SpaceId::new_unchecked("s"),
@@ -516,7 +517,7 @@ mod tests {
         assert!(shown.contains("<10 bytes>"));
     }
 
-    #[test]
+    #[meridian_test]
     fn a_document_naming_an_unknown_region_is_refused() {
         let doc = FederationDoc {
             version: 1,

@@ -296,6 +296,7 @@ fn settles(error: &Error) -> bool {
 mod tests {
     use super::*;
     use crate::model::MessageId;
+    use meridian_test_macros::meridian_test;
 
     fn key(k: &str) -> IdempotencyKey {
         IdempotencyKey::new_unchecked(k)
@@ -317,7 +318,7 @@ mod tests {
         entries.iter().map(|e| e.key.as_str()).collect()
     }
 
-    #[test]
+    #[meridian_test]
     fn one_send_per_space_is_in_flight_in_the_order_made() {
         let mut o = Outbox::new();
         for (k, s) in [("a1", "a"), ("b1", "b"), ("a2", "a"), ("a3", "a")] {
@@ -333,7 +334,7 @@ mod tests {
         assert_eq!(keys(&o.take_ready()), ["a2"]);
     }
 
-    #[test]
+    #[meridian_test]
     fn a_send_refused_for_good_steps_out_of_line_and_the_next_goes_on() {
         let mut o = Outbox::new();
         let a1 = o.add(key("a1"), space("a"), "x".into(), None).unwrap();
@@ -351,7 +352,7 @@ mod tests {
         assert_eq!(o.list().len(), 2, "the failed send stays listed");
     }
 
-    #[test]
+    #[meridian_test]
     fn transient_errors_leave_the_send_queued_for_another_try() {
         let mut o = Outbox::new();
         let a1 = o.add(key("a1"), space("a"), "x".into(), None).unwrap();
@@ -370,7 +371,7 @@ mod tests {
         assert_eq!(keys(&o.take_ready()), ["a1"]);
     }
 
-    #[test]
+    #[meridian_test]
     fn failed_sends_can_be_retried_at_the_back_of_the_line_or_cancelled() {
         let mut o = Outbox::new();
         let a1 = o.add(key("a1"), space("a"), "x".into(), None).unwrap();
@@ -390,7 +391,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[meridian_test]
     fn a_restored_outbox_keeps_its_order_and_numbers_new_sends_after_it() {
         let mut o = Outbox::new();
         o.add(key("a1"), space("a"), "x".into(), None).unwrap();
@@ -416,7 +417,7 @@ mod tests {
         assert!(o.add(key("a1"), space("a"), "dup".into(), None).is_err());
     }
 
-    #[test]
+    #[meridian_test]
     fn store_keys_sort_in_outbox_order() {
         let mut o = Outbox::new();
         let entries: Vec<_> = (0..12)

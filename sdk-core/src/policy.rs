@@ -186,6 +186,7 @@ pub fn determine_flavor_for_user(
 mod tests {
     use super::*;
     use crate::model::{CompanyId, PolicyId, SpaceId, SpaceKind, UserId};
+    use meridian_test_macros::meridian_test;
 
     fn r(id: &str) -> RegionId {
         RegionId::new_unchecked(id)
@@ -227,7 +228,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[meridian_test]
     fn region_permission_table() {
         // (policy, home, target, permitted)
         let cases = [
@@ -250,7 +251,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[meridian_test]
     fn entering_a_space_in_a_region_the_policy_forbids_is_blocked() {
         let eu = user("ana", "eu-west", strict());
         assert!(check_space_entry(&eu, &space_in("eu-west")).is_ok());
@@ -259,7 +260,7 @@ mod tests {
         assert!(err.to_string().contains("us-east"), "{err}");
     }
 
-    #[test]
+    #[meridian_test]
     fn a_dm_is_housed_in_the_first_region_both_policies_permit() {
         let ca = user("chloe", "ca-central", whitelist(&["us-east"]));
         let us = user("sam", "us-east", whitelist(&["ca-central", "eu-west"]));
@@ -274,7 +275,7 @@ mod tests {
         assert_eq!(dm_region(&ca, &us_strict).unwrap(), r("us-east"));
     }
 
-    #[test]
+    #[meridian_test]
     fn a_dm_to_a_recipient_whose_policy_forbids_every_shared_region_is_refused() {
         let eu = user("ana", "eu-west", strict());
         let ca = user("chloe", "ca-central", whitelist(&["us-east"]));
@@ -284,7 +285,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[meridian_test]
     fn outbound_frames_only_go_to_permitted_regions_housing_their_space() {
         let ca = user("chloe", "ca-central", whitelist(&["us-east"]));
         assert!(check_outbound(&ca, &r("us-east"), Some(&r("us-east"))).is_ok());
@@ -293,7 +294,7 @@ mod tests {
         assert!(check_outbound(&ca, &r("us-east"), Some(&r("ca-central"))).is_err());
     }
 
-    #[test]
+    #[meridian_test]
     fn only_ds_policies_demand_sealing_in_transit() {
         assert!(must_seal_in_transit(Residency::Ds));
         assert!(!must_seal_in_transit(Residency::Dr));
@@ -312,7 +313,7 @@ mod tests {
 
     /// Every combination of mode (strict / whitelist), residency (DR / DS), region (home /
     /// foreign permitted / foreign forbidden) and target (space / DM / presence).
-    #[test]
+    #[meridian_test]
     fn decision_table() {
         use Residency::{Dr, Ds};
         // The user is homed in ca-central; "foreign" is us-east (whitelisted by the
@@ -398,7 +399,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[meridian_test]
     fn flavor_table() {
         let f = |id: &str, rollout| Flavor {
             id: FlavorId::new_unchecked(id),

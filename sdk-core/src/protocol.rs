@@ -266,9 +266,10 @@ pub struct Empty {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meridian_test_macros::meridian_test;
     use serde_json::json;
 
-    #[test]
+    #[meridian_test]
     fn replies_are_tagged_ok_or_error() {
         let ok: Reply<Empty> = serde_json::from_value(json!({"ok": {}})).unwrap();
         assert_eq!(ok, Reply::Ok(Empty {}));
@@ -282,7 +283,7 @@ mod tests {
         assert_eq!(body.code, ErrorCode::PolicyViolation);
     }
 
-    #[test]
+    #[meridian_test]
     fn an_unknown_error_code_from_a_newer_server_is_refused_as_a_whole_reply() {
         // Unknown codes don't deserialize into ErrorCode; the session maps that to Protocol.
         let r: Result<Reply<Empty>, _> =
@@ -290,7 +291,7 @@ mod tests {
         assert!(r.is_err());
     }
 
-    #[test]
+    #[meridian_test]
     fn auth_and_send_requests_never_show_secrets_or_bodies() {
         let a = Auth {
             token: "secret-token".into(),

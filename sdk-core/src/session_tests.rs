@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use meridian_test_macros::meridian_test;
 use serde_json::{Value, json};
 
 use super::*;
@@ -211,7 +212,7 @@ fn send(space: &str, key: &str) -> Request {
     })
 }
 
-#[test]
+#[meridian_test]
 fn the_connection_opens_lazily_on_first_use_and_a_join_is_answered() {
     let mut r = Region::new();
     assert_eq!(
@@ -232,7 +233,7 @@ fn the_connection_opens_lazily_on_first_use_and_a_join_is_answered() {
     assert_eq!(r.session.connection_state(), ConnectionState::Connected);
 }
 
-#[test]
+#[meridian_test]
 fn messages_arrive_once_and_in_seq_order_even_when_the_region_reorders_or_repeats() {
     let mut r = Region::new();
     r.joined("s", 4);
@@ -242,7 +243,7 @@ fn messages_arrive_once_and_in_seq_order_even_when_the_region_reorders_or_repeat
     assert_eq!(r.messages(), vec![5, 6, 7, 8]);
 }
 
-#[test]
+#[meridian_test]
 fn after_a_reconnect_the_session_rejoins_with_since_and_delivers_what_it_missed() {
     let mut r = Region::new();
     r.joined("s", 4);
@@ -267,7 +268,7 @@ fn after_a_reconnect_the_session_rejoins_with_since_and_delivers_what_it_missed(
     assert_eq!(r.messages(), vec![5, 6, 7, 8]);
 }
 
-#[test]
+#[meridian_test]
 fn an_incomplete_catch_up_pages_on_with_another_join() {
     let mut r = Region::new();
     r.joined("s", 1);
@@ -291,7 +292,7 @@ fn an_incomplete_catch_up_pages_on_with_another_join() {
     assert_eq!(r.messages(), vec![2, 3]);
 }
 
-#[test]
+#[meridian_test]
 fn a_hole_that_stays_open_is_filled_by_asking_the_region() {
     let mut r = Region::new();
     r.joined("s", 0);
@@ -310,7 +311,7 @@ fn a_hole_that_stays_open_is_filled_by_asking_the_region() {
     assert_eq!(r.messages(), vec![1, 2]);
 }
 
-#[test]
+#[meridian_test]
 fn a_send_in_flight_when_the_link_drops_is_sent_again_with_the_same_key() {
     let mut r = Region::new();
     r.joined("s", 0);
@@ -331,7 +332,7 @@ fn a_send_in_flight_when_the_link_drops_is_sent_again_with_the_same_key() {
     assert!(matches!(r.reply(2), Some(Ok(Response::Sent(rcpt))) if rcpt.seq == 1));
 }
 
-#[test]
+#[meridian_test]
 fn sends_to_one_space_go_one_at_a_time_in_the_order_they_were_made() {
     let mut r = Region::new();
     r.joined("s", 0);
@@ -356,7 +357,7 @@ fn sends_to_one_space_go_one_at_a_time_in_the_order_they_were_made() {
     assert_eq!((name.as_str(), &arg["key"]), ("message:send", &json!("b")));
 }
 
-#[test]
+#[meridian_test]
 fn the_session_answers_pings_and_reconnects_when_they_stop() {
     let mut r = Region::new();
     r.joined("s", 0);
@@ -374,7 +375,7 @@ fn the_session_answers_pings_and_reconnects_when_they_stop() {
     assert_eq!(r.conn, None, "the dead transport was closed");
 }
 
-#[test]
+#[meridian_test]
 fn a_refused_connection_fails_the_waiting_requests_with_a_typed_error() {
     let mut r = Region::new();
     r.request(1, Request::Join(SpaceId::new_unchecked("s")));
@@ -389,7 +390,7 @@ fn a_refused_connection_fails_the_waiting_requests_with_a_typed_error() {
     assert_eq!(r.session.connection_state(), ConnectionState::Idle);
 }
 
-#[test]
+#[meridian_test]
 fn a_malformed_frame_ends_the_connection_cleanly_and_is_reported() {
     let mut r = Region::new();
     r.joined("s", 0);
@@ -411,7 +412,7 @@ fn a_malformed_frame_ends_the_connection_cleanly_and_is_reported() {
     );
 }
 
-#[test]
+#[meridian_test]
 fn unknown_events_and_undecodable_payloads_are_reported_without_dropping_the_link() {
     let mut r = Region::new();
     r.joined("s", 0);
@@ -426,7 +427,7 @@ fn unknown_events_and_undecodable_payloads_are_reported_without_dropping_the_lin
     assert_eq!(r.session.connection_state(), ConnectionState::Connected);
 }
 
-#[test]
+#[meridian_test]
 fn a_request_without_an_answer_times_out() {
     let mut r = Region::new();
     r.joined("s", 0);
@@ -442,7 +443,7 @@ fn a_request_without_an_answer_times_out() {
     assert!(matches!(r.reply(2), Some(Err(Error::Timeout(_)))));
 }
 
-#[test]
+#[meridian_test]
 fn a_connection_with_nothing_to_do_is_closed_after_the_idle_timeout() {
     let mut r = Region::new();
     r.joined("s", 0);
@@ -456,7 +457,7 @@ fn a_connection_with_nothing_to_do_is_closed_after_the_idle_timeout() {
     assert_eq!(r.conn, None);
 }
 
-#[test]
+#[meridian_test]
 fn backoff_grows_while_the_region_stays_down_and_a_network_change_retries_at_once() {
     let mut r = Region::new();
     r.joined("s", 0);
@@ -479,7 +480,7 @@ fn backoff_grows_while_the_region_stays_down_and_a_network_change_retries_at_onc
     );
 }
 
-#[test]
+#[meridian_test]
 fn a_catch_up_that_passed_the_retention_window_reports_continuity_lost_and_carries_on() {
     let mut r = Region::new();
     r.joined("s", 3);
@@ -506,7 +507,7 @@ fn a_catch_up_that_passed_the_retention_window_reports_continuity_lost_and_carri
     assert_eq!(r.messages(), vec![10, 11, 12]);
 }
 
-#[test]
+#[meridian_test]
 fn a_region_that_lost_its_history_is_reported_and_followed_from_its_new_start() {
     let mut r = Region::new();
     r.request(1, Request::Join(SpaceId::new_unchecked("s")));
@@ -543,7 +544,7 @@ fn a_region_that_lost_its_history_is_reported_and_followed_from_its_new_start() 
     assert_eq!(r.messages(), vec![1, 2, 3]);
 }
 
-#[test]
+#[meridian_test]
 fn offline_closes_the_link_and_stops_retrying_until_the_network_is_back() {
     let mut r = Region::new();
     r.joined("s", 0);
@@ -573,7 +574,7 @@ fn offline_closes_the_link_and_stops_retrying_until_the_network_is_back() {
     );
 }
 
-#[test]
+#[meridian_test]
 fn a_restored_cursor_makes_the_first_join_resume_instead_of_starting_at_the_head() {
     let mut r = Region::new();
     r.session.restore_cursor(
@@ -605,7 +606,7 @@ fn a_restored_cursor_makes_the_first_join_resume_instead_of_starting_at_the_head
     );
 }
 
-#[test]
+#[meridian_test]
 fn a_request_the_region_never_answers_makes_the_session_reconnect_and_send_it_again() {
     let mut r = Region::new();
     r.joined("s", 0);
@@ -635,7 +636,7 @@ fn a_request_the_region_never_answers_makes_the_session_reconnect_and_send_it_ag
     assert_eq!((name.as_str(), &arg["key"]), ("message:send", &json!("k")));
 }
 
-#[test]
+#[meridian_test]
 fn a_rejected_token_parks_the_work_until_a_new_one_comes_and_then_carries_on() {
     let mut r = Region::new();
     r.session.set_renewable(true);
@@ -680,7 +681,7 @@ fn a_rejected_token_parks_the_work_until_a_new_one_comes_and_then_carries_on() {
     assert_eq!(e.code(), crate::ErrorCode::Unauthorized);
 }
 
-#[test]
+#[meridian_test]
 fn sealed_deliveries_are_opened_and_a_tampered_one_is_reported_not_delivered() {
     use crate::envelope::{Binding, KeyPair, seal};
     let keys = std::sync::Arc::new(KeyPair::generate());
@@ -743,7 +744,7 @@ fn sealed_deliveries_are_opened_and_a_tampered_one_is_reported_not_delivered() {
     ));
 }
 
-#[test]
+#[meridian_test]
 fn a_link_torn_down_for_a_slow_answer_gets_twice_as_long_next_time() {
     let mut r = Region::new();
     r.joined("s", 0);
@@ -770,7 +771,7 @@ fn a_link_torn_down_for_a_slow_answer_gets_twice_as_long_next_time() {
     assert_eq!(waited, 20, "the second attempt is given 20 s, not 10");
 }
 
-#[test]
+#[meridian_test]
 fn a_join_waits_for_the_leave_of_the_same_space_that_is_on_the_wire() {
     let mut r = Region::new();
     r.joined("s", 0);

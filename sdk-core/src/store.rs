@@ -196,6 +196,7 @@ mod file {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meridian_test_macros::meridian_test;
 
     async fn contract(store: &dyn Store) {
         assert!(store.list("outbox").await.unwrap().is_empty());
@@ -216,9 +217,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_memory_store_keeps_the_contract() {
-        futures::executor::block_on(contract(&MemoryStore::new()));
+    #[meridian_test]
+    async fn the_memory_store_keeps_the_contract() {
+        contract(&MemoryStore::new()).await;
     }
 
     #[cfg(feature = "native")]

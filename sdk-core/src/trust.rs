@@ -197,6 +197,7 @@ impl Trust {
 mod tests {
     use super::*;
     use crate::model::{Region, RegionId};
+    use meridian_test_macros::meridian_test;
 
     fn doc(version: u64, expires_at_ms: u64, next: Vec<FederationKey>) -> FederationDoc {
         FederationDoc {
@@ -219,7 +220,7 @@ mod tests {
         DocumentSigner::from_seed(id, &[byte; 32])
     }
 
-    #[test]
+    #[meridian_test]
     fn a_document_signed_by_a_pinned_key_is_accepted() {
         let root = signer("root", 1);
         let mut trust = Trust::new(&[root.public()]).unwrap();
@@ -227,7 +228,7 @@ mod tests {
         assert_eq!(got.version, 1);
     }
 
-    #[test]
+    #[meridian_test]
     fn forged_tampered_unknown_expired_and_rolled_back_documents_are_refused() {
         let root = signer("root", 1);
         let mut trust = Trust::new(&[root.public()]).unwrap();
@@ -261,7 +262,7 @@ mod tests {
         assert!(trust.accept(&root.sign(&doc(5, 100, vec![])), 50).is_ok());
     }
 
-    #[test]
+    #[meridian_test]
     fn a_key_announced_by_a_verified_document_signs_the_next_one() {
         let root = signer("root", 1);
         let next = signer("next", 9);
@@ -282,7 +283,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[meridian_test]
     fn a_rotated_key_keeps_signing_after_its_announcement_is_gone() {
         let root = signer("root", 1);
         let next = signer("next", 9);
@@ -296,7 +297,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[meridian_test]
     fn pinning_nothing_or_garbage_is_refused() {
         assert!(Trust::new(&[]).is_err());
         let bad = FederationKey {

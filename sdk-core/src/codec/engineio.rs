@@ -88,8 +88,9 @@ impl EioPacket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meridian_test_macros::meridian_test;
 
-    #[test]
+    #[meridian_test]
     fn decodes_the_open_handshake_of_the_spec() {
         let p = EioPacket::decode(
             r#"0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#,
@@ -104,7 +105,7 @@ mod tests {
         assert_eq!(h.max_payload, Some(1_000_000));
     }
 
-    #[test]
+    #[meridian_test]
     fn round_trips_every_simple_packet() {
         for p in [
             EioPacket::Close,
@@ -119,7 +120,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[meridian_test]
     fn refuses_empty_unknown_and_broken_frames() {
         assert!(EioPacket::decode("").is_err());
         assert!(EioPacket::decode("7").is_err());

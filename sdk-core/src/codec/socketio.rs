@@ -191,10 +191,13 @@ impl SioPacket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meridian_test_macros::meridian_test;
+    // proptest does not build for wasm32-unknown-unknown: the property tests run natively.
+    #[cfg(not(target_arch = "wasm32"))]
     use proptest::prelude::*;
     use serde_json::json;
 
-    #[test]
+    #[meridian_test]
     fn decodes_the_examples_of_the_spec() {
         // Examples from the Socket.IO v5 protocol description.
         assert_eq!(
@@ -248,7 +251,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[meridian_test]
     fn encodes_like_the_reference_implementation() {
         assert_eq!(
             SioPacket::event("hello", vec![json!(1), json!("2")], Some(12)).encode(),
@@ -261,7 +264,7 @@ mod tests {
         assert_eq!(SioPacket::main(SioPacketKind::Disconnect).encode(), "1");
     }
 
-    #[test]
+    #[meridian_test]
     fn refuses_malformed_packets() {
         for bad in [
             "",
@@ -285,6 +288,7 @@ mod tests {
         }
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     fn json_leaf() -> impl Strategy<Value = Value> {
         prop_oneof![
             Just(Value::Null),
@@ -294,6 +298,7 @@ mod tests {
         ]
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     proptest! {
         #[test]
         fn any_event_round_trips(

@@ -1,12 +1,29 @@
 //! What a seed decides before its run: the mix it belongs to, the network's fault rates,
 //! the scripted faults and the app's traffic; and the session tunables of the simulation.
 
+use std::ops::RangeBounds;
 use std::time::Duration;
 
 use meridian::backoff::Backoff;
 use meridian::session::SessionConfig;
 
 use super::region::RegionBug;
+
+/// `usize`s drawn the same on every target, so that a seed is the same run natively and on
+/// wasm32: fastrand's own `Rng::usize` draws from 32 bits where `usize` is 32 bits wide and
+/// from 64 bits elsewhere. This draws as fastrand does on 64-bit targets.
+pub trait Pick {
+    /// A `usize` in `range`, the same on every target.
+    fn pick(&mut self, range: impl RangeBounds<usize>) -> usize;
+}
+
+impl Pick for fastrand::Rng {
+    fn pick(&mut self, range: impl RangeBounds<usize>) -> usize {
+        let wide = |bound: std::ops::Bound<&usize>| bound.map(|&n| n as u64);
+        let n = self.u64((wide(range.start_bound()), wide(range.end_bound())));
+        usize::try_from(n).expect("drawn within a usize range")
+    }
+}
 
 /// A family of scenarios: which kinds of trouble the region may have.
 #[derive(Debug, Clone, Copy)]
@@ -156,13 +173,13 @@ impl Plan {
         let mut script = Vec::new();
         let when = |rng: &mut fastrand::Rng| rng.u64(1_000..chaos_ms - 2_000);
         let restarts = if mix.state_loss {
-            rng.usize(1..=2)
+            rng.pick(1..=2)
         } else {
-            rng.usize(0..=2)
+            rng.pick(0..=2)
         };
         for i in 0..restarts {
             let keep_state = !mix.state_loss || (i > 0 && rng.bool());
-            let stop = match rng.usize(0..3) {
+            let stop = match rng.pick(0..3) {
                 0 => Stop::Graceful,
                 1 => Stop::Crash,
                 _ => Stop::Vanish,
@@ -174,43 +191,43 @@ impl Plan {
             };
             script.push((when(&mut rng), fault));
         }
-        for _ in 0..rng.usize(0..=3) {
+        for _ in 0..rng.pick(0..=3) {
             let fault = Fault::ClientCrash {
-                client: rng.usize(0..clients),
+                client: rng.pick(0..clients),
                 down_ms: rng.u64(0..=2_000),
             };
             script.push((when(&mut rng), fault));
         }
-        for _ in 0..rng.usize(0..=3) {
+        for _ in 0..rng.pick(0..=3) {
             let fault = Fault::Offline {
-                client: rng.usize(0..clients),
+                client: rng.pick(0..clients),
                 ms: rng.u64(200..=6_000),
             };
             script.push((when(&mut rng), fault));
         }
-        for _ in 0..rng.usize(0..=2) {
+        for _ in 0..rng.pick(0..=2) {
             let fault = Fault::Switch {
-                client: rng.usize(0..clients),
+                client: rng.pick(0..clients),
             };
             script.push((when(&mut rng), fault));
         }
-        for _ in 0..rng.usize(0..=4) {
+        for _ in 0..rng.pick(0..=4) {
             script.push((when(&mut rng), Fault::Reset));
         }
-        for _ in 0..rng.usize(0..=2) {
+        for _ in 0..rng.pick(0..=2) {
             let fault = Fault::Suspend {
-                client: rng.usize(0..clients),
+                client: rng.pick(0..clients),
                 ms: rng.u64(300..=8_000),
             };
             script.push((when(&mut rng), fault));
         }
         script.sort_by_key(|(t, _)| *t);
-        let leaves = (0..rng.usize(0..=2))
+        let leaves = (0..rng.pick(0..=2))
             .map(|_| {
                 (
                     when(&mut rng),
-                    rng.usize(0..clients),
-                    rng.usize(0..2),
+                    rng.pick(0..clients),
+                    rng.pick(0..2),
                     rng.u64(0..=3_000),
                 )
             })
@@ -218,7 +235,7 @@ impl Plan {
         Self {
             clients,
             spaces: 2,
-            sends: rng.usize(5..=10),
+            sends: rng.pick(5..=10),
             chaos_ms,
             latency: rng.u64(2..=40),
             jitter: rng.u64(0..=40),
@@ -227,7 +244,7 @@ impl Plan {
             p_dup,
             p_drop,
             p_refuse,
-            retention: mix.retention.then(|| rng.usize(3..=12)),
+            retention: mix.retention.then(|| rng.pick(3..=12)),
             script,
             leaves,
             eager_rejoin: mix.eager_rejoin,

@@ -23,7 +23,7 @@ use meridian::time::Instant;
 use super::check::{self, Kind, Pos, Report, Track};
 use super::client::{Client, Pending, Saved};
 use super::net::{Conn, Dir, NetId, Queue, Wire};
-use super::plan::{Fault, Mix, Plan, Stop, Tamper, session_config};
+use super::plan::{Fault, Mix, Pick, Plan, Stop, Tamper, session_config};
 use super::region::{Region, RegionOut, epoch_number};
 
 const REGION: &str = "sim-1";
@@ -343,7 +343,7 @@ impl World {
         }
         let faulty = self.chaos && is_frame;
         let drop = faulty && self.chance(self.plan.p_drop);
-        let drop_kind = self.rng.usize(0..3);
+        let drop_kind = self.rng.pick(0..3);
         let spike = (faulty && self.chance(self.plan.p_delay)).then(|| self.rng.u64(100..=1_500));
         let reorder = (faulty && self.chance(self.plan.p_reorder)).then(|| self.rng.u64(1..=300));
         // Duplicates only from the region: TCP never duplicates, a server adapter may emit
@@ -1208,7 +1208,7 @@ impl World {
                     .map(|(net, _)| *net)
                     .collect();
                 if !open.is_empty() {
-                    let net = open[self.rng.usize(0..open.len())];
+                    let net = open[self.rng.pick(0..open.len())];
                     trace!(self, "FAULT n{net} is reset");
                     self.reset(net);
                 }

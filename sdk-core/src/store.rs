@@ -27,6 +27,11 @@ pub trait Store: MaybeSend + 'static {
     fn list(&self, namespace: &str) -> BoxFuture<'_, Result<Records>>;
 }
 
+/// Checks a namespace and a key against the rules above, for stores implemented elsewhere.
+pub fn check_names(namespace: &str, key: &str) -> Result<()> {
+    check_name("namespace", namespace).and_then(|()| check_name("key", key))
+}
+
 fn check_name(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 200

@@ -1,10 +1,21 @@
 //! Meridian for the web.
 //!
-//! This crate will hold the wasm-bindgen facade over the one `Client` API of [`meridian`],
-//! and the browser driver it runs on (the browser's `WebSocket` and `fetch`, futures and
-//! timers through `wasm-bindgen-futures`). Built for `wasm32-unknown-unknown`, it becomes
-//! the npm package assembled in `bindings/ts/`. It converts types and errors into
-//! JavaScript's idiom and holds no logic of its own: the API is defined once, in the core.
+//! The wasm-bindgen facade over the one [`meridian::Client`] API, and the browser driver it
+//! runs on ([`driver::BrowserDriver`]: `WebSocket`, `fetch`, timers,
+//! `online`/`offline` events) with an IndexedDB store ([`store::IndexedDbStore`]). Built for
+//! `wasm32-unknown-unknown`, it becomes the npm package `@meridian/sdk` assembled in
+//! `bindings/ts/`, whose TypeScript layer gives the API its types, its `Error` subclasses
+//! and its event iterator.
 //!
-//! Nothing is exported yet. Meanwhile the crate is kept building both for the host and for
-//! `wasm32-unknown-unknown` (`cargo xtask test` checks the latter).
+//! The facade converts and nothing more: values cross as JSON text (one `JSON.parse` in
+//! TypeScript, no serializer in the bundle beyond the serde_json the core already has),
+//! errors as `Error`s carrying the core's stable `code`. On the host this crate is empty.
+
+#[cfg(target_arch = "wasm32")]
+mod convert;
+#[cfg(target_arch = "wasm32")]
+pub mod driver;
+#[cfg(target_arch = "wasm32")]
+mod facade;
+#[cfg(target_arch = "wasm32")]
+pub mod store;

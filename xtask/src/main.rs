@@ -3,7 +3,8 @@
 //! - `setup`: installs what the tests need (Rust target and components, the npm packages of
 //!   the interop server); quick and quiet when everything is already there.
 //! - `test`: `setup`, then every check CI runs, in order, stopping at the first failure.
-//! - `dist`: packaging (not implemented yet).
+//! - `dist web`: the npm package in `bindings/ts/` (wasm-bindgen, wasm-opt, TypeScript),
+//!   with the wasm's size against its budget.
 //!
 //! Standard library only, so that it builds in seconds on a fresh machine.
 
@@ -17,13 +18,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+mod web;
+
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
   setup   install what the tests need (wasm32 target, rustfmt, clippy, interop npm packages)
   test    setup, then fmt, clippy, wasm32 checks, all tests, the quickstart; stops at the first failure
-  dist    build the web and mobile packages (not implemented yet)";
+  dist web  build the npm package (bindings/ts) and report the wasm's size";
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
@@ -39,9 +42,13 @@ fn main() -> ExitCode {
             setup(run)?;
             test_steps().iter().try_for_each(|step| run.step(step))
         }),
-        ["dist"] => {
-            println!("not yet implemented: web and mobile packaging land with their issues");
-            ExitCode::from(2)
+        ["dist", "web"] => Run::new("dist web").finish(|run| {
+            setup(run)?;
+            web::dist(run, false)
+        }),
+        // What `test` runs: the same build, failing when the wasm is over its size budget.
+        ["dist", "web", "--enforce-budget"] => {
+            Run::new("dist web").finish(|run| web::dist(run, true))
         }
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
@@ -69,21 +76,36 @@ fn test_steps() -> Vec<Step> {
                 "warnings",
             ],
         ),
+        // Clippy for the web build too: the browser driver and the facade only exist there.
         Step::cargo(
-            "wasm32 check: meridian without default features",
+            "clippy: wasm32",
             &[
-                "check",
+                "clippy",
                 "-p",
                 "meridian",
+                "-p",
+                "meridian-wasm",
                 "--no-default-features",
+                "--all-targets",
                 "--target",
                 WASM_TARGET,
+                "--",
+                "-D",
+                "warnings",
             ],
         ),
+        core_tests_on_wasm("core tests on wasm32 in Node"),
+        // webdriver.json (in sdk-core/) keeps Chromium headless and off the network.
+        core_tests_on_wasm("core tests on wasm32 in headless Chromium")
+            .env("CHROMEDRIVER", CHROMEDRIVER)
+            .env("WASM_BINDGEN_USE_BROWSER", "1")
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "120"),
         Step::cargo(
-            "wasm32 check: meridian-wasm",
-            &["check", "-p", "meridian-wasm", "--target", WASM_TARGET],
+            "web package (npm) and its size budget",
+            &["xtask", "dist", "web", "--enforce-budget"],
         ),
+        Step::cargo("devserver binary", &["build", "-p", "devserver"]),
+        Step::new("web package tests in Node", "npm", &["test"]).in_dir(&web::package_dir()),
         // Node missing must fail CI, not skip the interop tests.
         // --show-output: the suites' summary lines (simulation, faults, residency audit)
         // belong in the log even when their tests pass.
@@ -92,6 +114,26 @@ fn test_steps() -> Vec<Step> {
         Step::cargo("quickstart", &["run", "--example", "quickstart"])
             .expect_stdout_line(QUICKSTART_OK),
     ]
+}
+
+/// The core's own tests, built for wasm32 and run by wasm-bindgen's runner (in Node unless
+/// told to use a browser).
+fn core_tests_on_wasm(name: &str) -> Step {
+    Step::cargo(
+        name,
+        &[
+            "test",
+            "-p",
+            "meridian",
+            "--no-default-features",
+            "--target",
+            WASM_TARGET,
+        ],
+    )
+    .env(
+        "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+        &web::test_runner_bin().to_string_lossy(),
+    )
 }
 
 /// `cargo xtask setup`: each requirement is checked first and installed only when missing.
@@ -147,26 +189,68 @@ fn setup(run: &mut Run) -> Result<(), Failure> {
         npm.trim()
     ));
 
-    let interop = repo_root().join("tests/interop");
-    let stamp = NpmStamp::of(&interop);
+    ensure_npm_packages(run, "tests/interop")?;
+    ensure_npm_packages(run, "bindings/ts")?;
+    web::ensure_wasm_bindgen(run)?;
+    ensure_chromium(run)
+}
+
+/// `npm ci` (or `npm install` before a lockfile exists) in `dir`, unless `node_modules`
+/// was installed from the same package.json and lockfile.
+fn ensure_npm_packages(run: &mut Run, dir: &str) -> Result<(), Failure> {
+    let path = repo_root().join(dir);
+    let stamp = NpmStamp::of(&path);
     let install: &[&str] = if stamp.locked {
         &["ci", "--no-audit", "--no-fund"]
     } else {
         &["install", "--no-audit", "--no-fund"]
     };
     run.ensure(
-        "tests/interop npm packages",
+        &format!("{dir} npm packages"),
         stamp.is_current(),
-        Step::new("npm packages", "npm", install).in_dir(&interop),
+        Step::new(&format!("npm packages in {dir}"), "npm", install).in_dir(&path),
     )?;
     // Read again: `npm install` may just have written the lockfile.
-    let stamp = NpmStamp::of(&interop);
+    let stamp = NpmStamp::of(&path);
     stamp.record().map_err(|e| {
         run.fail(
             "npm packages",
             format!("cannot write {}: {e}", stamp.path().display()),
         )
     })
+}
+
+/// The browser tests use Debian's Chromium and ChromeDriver (Playwright's own browser
+/// downloads are not used).
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+fn ensure_chromium(run: &mut Run) -> Result<(), Failure> {
+    let present = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
+    if present {
+        run.note("chromium and chromedriver: already installed");
+        return Ok(());
+    }
+    run.step(&Step::new(
+        "apt package lists",
+        "apt-get",
+        &["update", "-q"],
+    ))?;
+    run.step(
+        &Step::new(
+            "chromium and chromedriver",
+            "apt-get",
+            &[
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "chromium",
+                "chromium-driver",
+            ],
+        )
+        .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -179,7 +263,7 @@ struct Step {
     program: String,
     args: Vec<String>,
     dir: PathBuf,
-    env: Vec<(&'static str, &'static str)>,
+    env: Vec<(String, String)>,
     /// When set, the step also fails unless its stdout has a line starting with this.
     stdout_line: Option<&'static str>,
 }
@@ -200,8 +284,8 @@ impl Step {
         Self::new(name, "cargo", args)
     }
 
-    fn env(mut self, key: &'static str, value: &'static str) -> Self {
-        self.env.push((key, value));
+    fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -232,7 +316,7 @@ impl Step {
         command
             .args(&self.args)
             .current_dir(&self.dir)
-            .envs(self.env.iter().copied());
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         if self.stdout_line.is_some() {
             command.stdout(Stdio::piped());
         }
@@ -438,11 +522,11 @@ mod tests {
     #[test]
     fn the_test_pipeline_requires_node_and_checks_the_quickstart_output() {
         let steps = test_steps();
-        assert!(
-            steps
+        assert!(steps.iter().any(|s| {
+            s.env
                 .iter()
-                .any(|s| s.env.contains(&("MERIDIAN_REQUIRE_NODE", "1")))
-        );
+                .any(|(k, v)| k == "MERIDIAN_REQUIRE_NODE" && v == "1")
+        }));
         assert_eq!(
             steps.last().and_then(|s| s.stdout_line),
             Some(QUICKSTART_OK)

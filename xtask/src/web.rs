@@ -1,0 +1,174 @@
+//! The web package: `cargo xtask dist web` and what it needs installed.
+//!
+//! Builds `sdk-wasm` for wasm32 with the size-tuned `wasm-release` profile, runs the
+//! wasm-bindgen CLI (pinned to the crate's exact version) and wasm-opt (npm `binaryen`),
+//! compiles the TypeScript layer, and reports the wasm's size raw and gzipped against the
+//! budget.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{Failure, Run, Step, WASM_TARGET, capture, repo_root};
+
+/// The gzipped wasm of the whole SDK may not grow past this (bytes; 150 KB).
+pub const GZIP_BUDGET_BYTES: u64 = 150 * 1000;
+
+/// The package's folder.
+pub fn package_dir() -> PathBuf {
+    repo_root().join("bindings/ts")
+}
+
+/// Where `cargo install` puts the tools the web build uses: inside the repository
+/// (`target/`), so that nothing is cached outside it.
+pub fn tools_dir() -> PathBuf {
+    repo_root().join("target/tools")
+}
+
+fn wasm_bindgen_bin() -> PathBuf {
+    tools_dir().join("bin/wasm-bindgen")
+}
+
+/// The wasm-bindgen-test runner installed with the CLI.
+pub fn test_runner_bin() -> PathBuf {
+    tools_dir().join("bin/wasm-bindgen-test-runner")
+}
+
+/// The `wasm-bindgen` version sdk-wasm pins (`wasm-bindgen = "=X"` in its Cargo.toml):
+/// the CLI must be exactly this version or the generated glue won't match.
+pub fn pinned_wasm_bindgen() -> Result<String, String> {
+    let manifest = repo_root().join("sdk-wasm/Cargo.toml");
+    let text = fs::read_to_string(&manifest)
+        .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
+    text.lines()
+        .find_map(|line| {
+            let rest = line.trim().strip_prefix("wasm-bindgen = \"=")?;
+            Some(rest.split('"').next()?.to_owned())
+        })
+        .ok_or_else(|| format!("{} pins no wasm-bindgen version", manifest.display()))
+}
+
+/// Installs the pinned wasm-bindgen CLI (and its test runner) unless present.
+pub fn ensure_wasm_bindgen(run: &mut Run) -> Result<(), Failure> {
+    let version = pinned_wasm_bindgen().map_err(|e| run.fail("wasm-bindgen CLI", e))?;
+    let installed = capture(&wasm_bindgen_bin().to_string_lossy(), &["--version"])
+        .is_ok_and(|out| out.split_whitespace().nth(1) == Some(version.as_str()));
+    let root = tools_dir();
+    let root = root.to_string_lossy();
+    // No --locked: the CLI's own lockfile pins a crate the registry no longer has.
+    run.ensure(
+        &format!("wasm-bindgen CLI {version}"),
+        installed,
+        Step::cargo(
+            "wasm-bindgen CLI (a few minutes, once)",
+            &[
+                "install",
+                "wasm-bindgen-cli",
+                "--version",
+                &version,
+                "--root",
+                &root,
+                "--force",
+            ],
+        ),
+    )
+}
+
+/// `cargo xtask dist web`: builds the npm package in `bindings/ts/` and reports its size.
+/// With `enforce`, fails when the gzipped wasm is over [`GZIP_BUDGET_BYTES`].
+pub fn dist(run: &mut Run, enforce: bool) -> Result<(), Failure> {
+    ensure_wasm_bindgen(run)?;
+    let pkg = package_dir();
+    run.step(&Step::cargo(
+        "wasm build (release, size-tuned)",
+        &[
+            "build",
+            "-p",
+            "meridian-wasm",
+            "--target",
+            WASM_TARGET,
+            "--profile",
+            "wasm-release",
+        ],
+    ))?;
+    let built = repo_root().join("target/wasm32-unknown-unknown/wasm-release/meridian_wasm.wasm");
+    let out = pkg.join("wasm");
+    let _ = fs::remove_dir_all(&out);
+    run.step(&Step::new(
+        "wasm-bindgen",
+        &wasm_bindgen_bin().to_string_lossy(),
+        &[
+            "--target",
+            "web",
+            "--out-dir",
+            &out.to_string_lossy(),
+            &built.to_string_lossy(),
+        ],
+    ))?;
+    let wasm = out.join("meridian_wasm_bg.wasm");
+    let wasm_opt = pkg.join("node_modules/binaryen/bin/wasm-opt");
+    let wasm_arg = wasm.to_string_lossy();
+    // -Oz for size; the features wasm-bindgen's output uses; names and producers dropped.
+    run.step(&Step::new(
+        "wasm-opt",
+        &wasm_opt.to_string_lossy(),
+        &[
+            "-Oz",
+            "--enable-bulk-memory",
+            "--enable-nontrapping-float-to-int",
+            "--enable-sign-ext",
+            "--enable-mutable-globals",
+            "--enable-reference-types",
+            "--enable-multivalue",
+            "--strip-debug",
+            "--strip-producers",
+            &wasm_arg,
+            "-o",
+            &wasm_arg,
+        ],
+    ))?;
+    run.step(&Step::new("TypeScript build", "npm", &["run", "build"]).in_dir(&pkg))?;
+    let raw = fs::metadata(&wasm)
+        .map_err(|e| run.fail("wasm size", format!("{}: {e}", wasm.display())))?
+        .len();
+    let gzipped = gzip_size(&wasm).map_err(|e| run.fail("wasm size", e))?;
+    let verdict = if gzipped <= GZIP_BUDGET_BYTES {
+        "within"
+    } else {
+        "OVER"
+    };
+    run.note(&format!(
+        "wasm size: {} raw, {} gzipped ({verdict} the {} budget)",
+        kb(raw),
+        kb(gzipped),
+        kb(GZIP_BUDGET_BYTES)
+    ));
+    if enforce && gzipped > GZIP_BUDGET_BYTES {
+        return Err(run.fail(
+            "wasm size budget",
+            format!(
+                "the gzipped wasm is {}, over the {} budget",
+                kb(gzipped),
+                kb(GZIP_BUDGET_BYTES)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn kb(bytes: u64) -> String {
+    format!("{:.1} KB", bytes as f64 / 1000.0)
+}
+
+/// The size of `path` gzipped at level 9 (what a web server's static gzip sends).
+fn gzip_size(path: &Path) -> Result<u64, String> {
+    let out = Command::new("gzip")
+        .args(["-9", "-c"])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("cannot run gzip: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("gzip failed ({})", out.status));
+    }
+    Ok(out.stdout.len() as u64)
+}

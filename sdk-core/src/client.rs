@@ -555,7 +555,7 @@ async fn restore_cursors(store: &dyn Store, namespace: &str) -> Result<HashMap<S
     for (key, bytes) in store.list(namespace).await? {
         match (
             SpaceId::new(key.as_str()),
-            serde_json::from_slice::<Cursor>(&bytes),
+            crate::json::from_slice::<Cursor>(&bytes),
         ) {
             (Ok(space), Ok(cursor)) => {
                 cursors.insert(space, cursor);

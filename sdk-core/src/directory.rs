@@ -256,11 +256,11 @@ impl Directory {
         };
         let response = self.driver.http(request).await?;
         match response.status {
-            200..=299 => serde_json::from_slice(&response.body).map_err(|e| {
+            200..=299 => crate::json::from_slice(&response.body).map_err(|e| {
                 Error::DirectoryUnavailable(format!("directory answered {path} with garbage: {e}"))
             }),
             status => {
-                let body: Option<ErrorBody> = serde_json::from_slice(&response.body).ok();
+                let body: Option<ErrorBody> = crate::json::from_slice(&response.body).ok();
                 let message = body
                     .as_ref()
                     .map(|b| b.message.clone())

@@ -26,6 +26,7 @@ pub mod driver;
 pub mod engine;
 pub mod envelope;
 pub mod error;
+pub mod json;
 pub mod model;
 pub mod outbox;
 pub mod policy;

@@ -92,7 +92,7 @@ impl OutboxEntry {
 
     /// Reads an entry back from the store; a corrupt record is an error, not a panic.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        serde_json::from_slice(bytes)
+        crate::json::from_slice(bytes)
             .map_err(|e| Error::Internal(format!("corrupt outbox record: {e}")))
     }
 

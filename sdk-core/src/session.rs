@@ -487,7 +487,7 @@ impl RegionSession {
                         region: &self.region,
                     };
                     crate::envelope::open(keys, &binding, &sealed).and_then(|bytes| {
-                        serde_json::from_slice(&bytes).map_err(|e| {
+                        crate::json::from_slice(&bytes).map_err(|e| {
                             Error::Integrity(format!("a sealed notification does not parse: {e}"))
                         })
                     })
@@ -1486,11 +1486,11 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
 
 /// Decodes an event's argument; what doesn't decode is a protocol error worth reporting.
 fn decode<T: DeserializeOwned>(what: &str, arg: Value) -> Result<T> {
-    serde_json::from_value(arg).map_err(|e| Error::Protocol(format!("undecodable {what}: {e}")))
+    crate::json::from_value(arg).map_err(|e| Error::Protocol(format!("undecodable {what}: {e}")))
 }
 
 fn decode_reply<T: DeserializeOwned>(arg: Value) -> Result<T> {
-    match serde_json::from_value::<Reply<T>>(arg) {
+    match crate::json::from_value::<Reply<T>>(arg) {
         Ok(Reply::Ok(v)) => Ok(v),
         Ok(Reply::Error(body)) => Err(Error::from_wire(&body)),
         Err(e) => Err(Error::Protocol(format!("undecodable answer: {e}"))),

@@ -154,7 +154,7 @@ impl Trust {
         {
             return refuse("the signature does not match".into());
         }
-        let doc: FederationDoc = match serde_json::from_str(&signed.document) {
+        let doc: FederationDoc = match crate::json::from_str(&signed.document) {
             Ok(doc) => doc,
             Err(e) => return refuse(format!("the signed document does not parse: {e}")),
         };

@@ -51,7 +51,7 @@ impl EioPacket {
         let rest = chars.as_str();
         Ok(match kind {
             '0' => Self::Open(
-                serde_json::from_str(rest)
+                crate::json::from_str(rest)
                     .map_err(|e| CodecError(format!("bad engine.io open handshake: {e}")))?,
             ),
             '1' => Self::Close,

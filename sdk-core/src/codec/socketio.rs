@@ -135,7 +135,7 @@ impl SioPacket {
         let payload: Option<Value> = if rest.is_empty() {
             None
         } else {
-            Some(serde_json::from_str(rest).map_err(|e| err(&format!("bad JSON payload: {e}")))?)
+            Some(crate::json::from_str(rest).map_err(|e| err(&format!("bad JSON payload: {e}")))?)
         };
         let kind = match kind {
             '0' => {

@@ -100,6 +100,18 @@ fn test_steps() -> Vec<Step> {
             .env("CHROMEDRIVER", CHROMEDRIVER)
             .env("WASM_BINDGEN_USE_BROWSER", "1")
             .env("WASM_BINDGEN_TEST_TIMEOUT", "120"),
+        // The IndexedDB store and the browser driver, in the browser.
+        Step::cargo(
+            "web build tests in headless Chromium",
+            &["test", "-p", "meridian-wasm", "--target", WASM_TARGET],
+        )
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+            &web::test_runner_bin().to_string_lossy(),
+        )
+        .env("CHROMEDRIVER", CHROMEDRIVER)
+        .env("WASM_BINDGEN_USE_BROWSER", "1")
+        .env("WASM_BINDGEN_TEST_TIMEOUT", "120"),
         Step::cargo(
             "web package (npm) and its size budget",
             &["xtask", "dist", "web", "--enforce-budget"],

@@ -19,7 +19,8 @@ use crate::directory::Directory;
 use crate::driver::{BoxFuture, Driver};
 use crate::error::{Error, Result};
 use crate::model::{
-    IdempotencyKey, Region, RegionId, SendReceipt, SpaceId, SpaceLocation, UserContext,
+    IdempotencyKey, PresenceStatus, Region, RegionId, SendReceipt, SpaceId, SpaceLocation,
+    UserContext,
 };
 use crate::outbox::{Outbox, OutboxEntry, Settled};
 use crate::policy;
@@ -215,6 +216,9 @@ pub(crate) struct Engine {
     config: SessionConfig,
     sessions: BTreeMap<RegionId, RegionSession>,
     regions: HashMap<RegionId, Region>,
+    /// The presence the app set last: told again to each region whenever its connection
+    /// is (re)established, since a region forgets it when the socket drops.
+    presence: Option<PresenceStatus>,
     transports: HashMap<(RegionId, ConnId), mpsc::UnboundedSender<String>>,
     replies: HashMap<RequestId, oneshot::Sender<Result<Response>>>,
     subscribers: Vec<mpsc::UnboundedSender<Event>>,
@@ -296,6 +300,7 @@ impl Engine {
             config,
             sessions: BTreeMap::new(),
             regions: HashMap::new(),
+            presence: None,
             transports: HashMap::new(),
             replies: HashMap::new(),
             subscribers: Vec::new(),
@@ -414,6 +419,9 @@ impl Engine {
             } => {
                 if let (Some(space), Some(housing)) = (request.space(), space_region) {
                     self.space_regions.insert(space.clone(), housing);
+                }
+                if let Request::Presence(set) = &request {
+                    self.presence = Some(set.status);
                 }
                 let id = self.submit(&region, request, now);
                 self.replies.insert(id, reply);
@@ -891,6 +899,19 @@ impl Engine {
         }
     }
 
+    /// Tells a region that just (re)connected the presence the app set last. Nobody waits
+    /// for the answer: a refusal is the region's to report.
+    fn announce_presence(&mut self, region: &RegionId) {
+        if let (Some(status), Some(target)) = (self.presence, self.regions.get(region).cloned()) {
+            let now = self.driver.now();
+            self.submit(
+                &target,
+                Request::Presence(crate::protocol::PresenceRequest { status }),
+                now,
+            );
+        }
+    }
+
     fn on_session_event(&mut self, region: &RegionId, event: SessionEvent) {
         match event {
             SessionEvent::Reply { request, result } => {
@@ -909,6 +930,9 @@ impl Engine {
             SessionEvent::Presence(p) => self.publish(Event::PresenceChanged(p)),
             SessionEvent::Typing(t) => self.publish(Event::Typing(t)),
             SessionEvent::State(state) => {
+                if state == ConnectionState::Connected {
+                    self.announce_presence(region);
+                }
                 self.publish(Event::ConnectionChanged {
                     region: region.clone(),
                     state,

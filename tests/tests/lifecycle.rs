@@ -10,7 +10,7 @@ use std::time::Duration;
 use devserver::{Federation, FederationConfig, TapKind};
 use futures::StreamExt;
 use meridian::driver::BoxFuture;
-use meridian::model::{Message, RegionId, SpaceId, UserId};
+use meridian::model::{Message, PresenceStatus, RegionId, SpaceId, UserId};
 use meridian::{Client, ConnectionState, ErrorCode, Event, Token, TokenProvider};
 use meridian_tests::demo::{Events, client};
 
@@ -252,6 +252,50 @@ async fn going_offline_and_back_online_loses_nothing_and_reconnects_at_once() {
     assert_eq!(
         sam.connection_state().await.unwrap(),
         ConnectionState::Connected
+    );
+    meridian_tests::residency_check!(fed);
+}
+
+/// The next presence of `who` that `events` reports, if one comes within 5 s.
+async fn next_presence_of(events: &mut Events, who: &str) -> Option<PresenceStatus> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.next().await {
+                Some(Event::PresenceChanged(p)) if p.user.as_str() == who => return p.status,
+                Some(_) => {}
+                None => std::future::pending::<()>().await,
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+#[tokio::test]
+async fn the_presence_the_app_set_is_told_again_after_a_reconnect() {
+    let fed = federation().await;
+    let launch = SpaceId::new("globex:launch").unwrap();
+    let (sam, _) = client(&fed, "sam").await;
+    let (tom, mut tom_ev) = client(&fed, "tom").await;
+    sam.join_space(&launch).await.unwrap();
+    tom.join_space(&launch).await.unwrap();
+    sam.set_presence(PresenceStatus::Away).await.unwrap();
+    assert_eq!(
+        next_presence_of(&mut tom_ev, "sam").await,
+        Some(PresenceStatus::Away)
+    );
+
+    // The region marks a dropped socket offline; the reconnected client says where it is.
+    sam.network_changed(false);
+    assert_eq!(
+        next_presence_of(&mut tom_ev, "sam").await,
+        Some(PresenceStatus::Offline)
+    );
+    sam.network_changed(true);
+    assert_eq!(
+        next_presence_of(&mut tom_ev, "sam").await,
+        Some(PresenceStatus::Away),
+        "sam's presence after the reconnect"
     );
     meridian_tests::residency_check!(fed);
 }

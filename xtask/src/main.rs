@@ -118,6 +118,15 @@ fn test_steps() -> Vec<Step> {
         ),
         Step::cargo("devserver binary", &["build", "-p", "devserver"]),
         Step::new("web package tests in Node", "npm", &["test"]).in_dir(&web::package_dir()),
+        // examples/web in two Chromium contexts (playwright-core driving Debian's Chromium);
+        // screenshots land in bindings/ts/test-results/.
+        Step::new(
+            "web demo in Chromium (Playwright)",
+            "npm",
+            &["run", "test:browser"],
+        )
+        .in_dir(&web::package_dir())
+        .env("MERIDIAN_CHROMIUM", CHROMIUM),
         // Node missing must fail CI, not skip the interop tests.
         // --show-output: the suites' summary lines (simulation, faults, residency audit)
         // belong in the log even when their tests pass.

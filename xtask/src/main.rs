@@ -3,6 +3,8 @@
 //! - `setup`: installs what the tests need (Rust target and components, the npm packages of
 //!   the interop server); quick and quiet when everything is already there.
 //! - `test`: `setup`, then every check CI runs, in order, stopping at the first failure.
+//! - `dist mobile`: the release `meridian-ffi` library and the Kotlin and Swift sources
+//!   uniffi generates from it, in `bindings/kotlin-swift/`.
 //! - `dist web`: the npm package in `bindings/ts/` (wasm-bindgen, wasm-opt, TypeScript),
 //!   with the wasm's size against its budget.
 //!
@@ -18,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+mod mobile;
 mod web;
 
 const USAGE: &str = "\
@@ -26,7 +29,8 @@ usage: cargo xtask <command>
 commands:
   setup   install what the tests need (wasm32 target, rustfmt, clippy, interop npm packages)
   test    setup, then fmt, clippy, wasm32 checks, all tests, the quickstart; stops at the first failure
-  dist web  build the npm package (bindings/ts) and report the wasm's size";
+  dist web  build the npm package (bindings/ts) and report the wasm's size
+  dist mobile  build the native library and regenerate the Kotlin and Swift sources";
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
@@ -46,6 +50,9 @@ fn main() -> ExitCode {
             setup(run)?;
             web::dist(run, false)
         }),
+        ["dist", "mobile"] => Run::new("dist mobile").finish(mobile::dist),
+        // What `test` runs: the committed Kotlin and Swift sources are what the library makes.
+        ["dist", "mobile", "--check"] => Run::new("dist mobile").finish(mobile::check),
         // What `test` runs: the same build, failing when the wasm is over its size budget.
         ["dist", "web", "--enforce-budget"] => {
             Run::new("dist web").finish(|run| web::dist(run, true))
@@ -115,6 +122,10 @@ fn test_steps() -> Vec<Step> {
         Step::cargo(
             "web package (npm) and its size budget",
             &["xtask", "dist", "web", "--enforce-budget"],
+        ),
+        Step::cargo(
+            "mobile bindings match the library",
+            &["xtask", "dist", "mobile", "--check"],
         ),
         Step::cargo("devserver binary", &["build", "-p", "devserver"]),
         Step::new("web package tests in Node", "npm", &["test"]).in_dir(&web::package_dir()),

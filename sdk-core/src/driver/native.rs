@@ -27,9 +27,19 @@ impl TokioDriver {
     pub fn new() -> Result<Self> {
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::InvalidInput("the native driver needs a tokio runtime".into()))?;
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(10));
+        // The same roots as the sockets (tokio-tungstenite's webpki roots): Mozilla's, built
+        // in. The platform verifier would need a system store (absent in minimal containers)
+        // and, on Android, an initialisation through JNI before the first request.
+        #[cfg(feature = "tls")]
+        let builder = builder.tls_certs_only(
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                .iter()
+                .filter_map(|der| reqwest::Certificate::from_der(der).ok()),
+        );
+        let http = builder
             .build()
             .map_err(|e| Error::Transport(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {

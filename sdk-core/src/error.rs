@@ -148,6 +148,27 @@ impl Error {
         }
     }
 
+    /// The explanation without the code's prefix: what travels as an [`ErrorBody`]'s
+    /// message, so that the receiving side's `Display` doesn't say "not found" twice.
+    ///
+    /// [`ErrorBody`]: crate::protocol::ErrorBody
+    pub fn detail(&self) -> String {
+        match self {
+            Self::PolicyViolation { reason, .. } => reason.clone(),
+            Self::Closed => "client closed".into(),
+            Self::NotFound(m)
+            | Self::Unauthorized(m)
+            | Self::InvalidInput(m)
+            | Self::DirectoryUnavailable(m)
+            | Self::Timeout(m)
+            | Self::Protocol(m)
+            | Self::Moved(m)
+            | Self::Transport(m)
+            | Self::Integrity(m)
+            | Self::Internal(m) => m.clone(),
+        }
+    }
+
     /// Rebuilds an error from a code and a message received over the wire.
     pub fn from_wire(body: &crate::protocol::ErrorBody) -> Self {
         let msg = body.message.clone();

@@ -105,7 +105,7 @@ impl From<&crate::Error> for ErrorBody {
         };
         Self {
             code: e.code(),
-            message: e.to_string(),
+            message: e.detail(),
             region,
         }
     }
@@ -268,6 +268,22 @@ mod tests {
     use super::*;
     use meridian_test_macros::meridian_test;
     use serde_json::json;
+
+    #[meridian_test]
+    fn an_error_crosses_the_wire_and_reads_the_same_on_the_other_side() {
+        for sent in [
+            crate::Error::NotFound("space acme:nope".into()),
+            crate::Error::PolicyViolation {
+                region: crate::model::RegionId::new_unchecked("us-east"),
+                reason: "eu-strict permits eu-west only".into(),
+            },
+            crate::Error::Closed,
+        ] {
+            let received = crate::Error::from_wire(&ErrorBody::from(&sent));
+            assert_eq!(received, sent);
+            assert_eq!(received.to_string(), sent.to_string());
+        }
+    }
 
     #[meridian_test]
     fn replies_are_tagged_ok_or_error() {

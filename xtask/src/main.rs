@@ -138,6 +138,13 @@ fn test_steps() -> Vec<Step> {
         )
         .in_dir(&web::package_dir())
         .env("MERIDIAN_CHROMIUM", CHROMIUM),
+        // The Swift bindings compiled and run by Swift 6 in a Debian trixie chroot kept in
+        // target/ (no swiftc for Debian 12), against the devserver; root, like CI.
+        Step::new(
+            "Swift (XCTest in a trixie chroot)",
+            "bash",
+            &["bindings/kotlin-swift/swift/run-tests.sh"],
+        ),
         // Node missing must fail CI, not skip the interop tests.
         // --show-output: the suites' summary lines (simulation, faults, residency audit)
         // belong in the log even when their tests pass.

@@ -97,11 +97,10 @@ stop_devservers # left by a run that was killed
 # 1. The chroot (skipped when swiftc is there)
 # ---------------------------------------------------------------------------------------
 
-# ca-certificates: the SDK's HTTP client will not start without a system trust store, even
-# for the devserver's plain http:// directory (connect throws .Transport "cannot build the
-# HTTP client"); every real device has one.
-PACKAGES=(swiftlang libc6-dev ca-certificates)
-chroot_ready() { [ -x "$ROOT/usr/bin/swiftc" ] && [ -s "$ROOT/etc/ssl/certs/ca-certificates.crt" ]; }
+# No ca-certificates on purpose: the SDK carries its own roots and must start without a
+# system trust store.
+PACKAGES=(swiftlang libc6-dev)
+chroot_ready() { [ -x "$ROOT/usr/bin/swiftc" ]; }
 
 if chroot_ready; then
     phase "chroot $ROOT (reused)"

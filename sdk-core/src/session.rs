@@ -603,6 +603,9 @@ impl RegionSession {
 
     /// Closes the session for good; pending requests fail with [`Error::Closed`].
     pub fn close(&mut self) {
+        // The app ended its subscriptions itself: nothing to report as lost. Joins still
+        // waiting are answered `Closed` with every other request.
+        self.subscriptions.clear();
         self.fail_everything(&Error::Closed);
         self.drop_transport();
         self.set_state(State::Closed);

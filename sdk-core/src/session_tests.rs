@@ -790,3 +790,22 @@ fn a_join_waits_for_the_leave_of_the_same_space_that_is_on_the_wire() {
         ("space:join", json!({"space": "s"})) // a leave forgot the cursor: a fresh join
     );
 }
+
+#[meridian_test]
+fn closing_the_session_answers_pending_work_but_reports_no_subscription_as_lost() {
+    let mut r = Region::new();
+    r.joined("s", 4);
+    // A join still unanswered when the app closes.
+    r.request(2, Request::Join(SpaceId::new_unchecked("t")));
+    r.session.close();
+    r.drain();
+    assert_eq!(r.reply(2), Some(&Err(Error::Closed)));
+    assert!(
+        !r.events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::SubscriptionLost { .. })),
+        "the app ended its subscriptions itself: {:?}",
+        r.events
+    );
+    assert_eq!(r.session.connection_state(), ConnectionState::Closed);
+}

@@ -45,7 +45,7 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, MeridianError> {
         })
         .as_ref()
         .map_err(|e| MeridianError::Internal {
-            message: format!("cannot start the SDK's runtime: {e}"),
+            detail: format!("cannot start the SDK's runtime: {e}"),
         })
 }
 
@@ -57,7 +57,7 @@ where
 {
     runtime()?.spawn(work).await.unwrap_or_else(|e| {
         Err(MeridianError::Internal {
-            message: format!("the SDK's task failed: {e}"),
+            detail: format!("the SDK's task failed: {e}"),
         })
     })
 }
@@ -436,7 +436,7 @@ impl PendingSend {
             .unwrap_or_else(PoisonError::into_inner)
             .take()
             .ok_or_else(|| MeridianError::InvalidInput {
-                message: "acked() was already called for this send".into(),
+                detail: "acked() was already called for this send".into(),
             })?;
         on_runtime(async move { Ok((&pending.acked().await?).into()) }).await
     }

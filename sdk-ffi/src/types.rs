@@ -12,78 +12,78 @@ use meridian::{ConnectionState as CoreState, Error, Event as CoreEvent};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 pub enum MeridianError {
     /// The user's geographic policy forbids `region`; nothing left the device.
-    #[error("{message}")]
+    #[error("{detail}")]
     PolicyViolation {
         /// The forbidden region.
         region: String,
         /// Why, for a developer.
-        message: String,
+        detail: String,
     },
     /// The space, user or message does not exist.
-    #[error("{message}")]
+    #[error("{detail}")]
     NotFound {
         /// What was missing.
-        message: String,
+        detail: String,
     },
     /// The token was rejected, or the user may not do this.
-    #[error("{message}")]
+    #[error("{detail}")]
     Unauthorized {
         /// Why.
-        message: String,
+        detail: String,
     },
     /// The app passed something the SDK or the server will not accept.
-    #[error("{message}")]
+    #[error("{detail}")]
     InvalidInput {
         /// What.
-        message: String,
+        detail: String,
     },
     /// The directory could not be reached or answered something unusable.
-    #[error("{message}")]
+    #[error("{detail}")]
     DirectoryUnavailable {
         /// Why.
-        message: String,
+        detail: String,
     },
     /// The client is closed.
-    #[error("{message}")]
+    #[error("{detail}")]
     Closed {
         /// Why.
-        message: String,
+        detail: String,
     },
     /// No answer in time.
-    #[error("{message}")]
+    #[error("{detail}")]
     Timeout {
         /// What.
-        message: String,
+        detail: String,
     },
     /// A peer broke the wire protocol.
-    #[error("{message}")]
+    #[error("{detail}")]
     Protocol {
         /// What.
-        message: String,
+        detail: String,
     },
     /// The space moved to another region.
-    #[error("{message}")]
+    #[error("{detail}")]
     Moved {
         /// What.
-        message: String,
+        detail: String,
     },
     /// The transport failed.
-    #[error("{message}")]
+    #[error("{detail}")]
     Transport {
         /// Why.
-        message: String,
+        detail: String,
     },
     /// A sealed payload or signed document failed its check.
-    #[error("{message}")]
+    #[error("{detail}")]
     Integrity {
         /// What.
-        message: String,
+        detail: String,
     },
     /// Anything else, including a store or token source of the app's that failed.
-    #[error("{message}")]
+    #[error("{detail}")]
     Internal {
         /// What.
-        message: String,
+        detail: String,
     },
 }
 
@@ -109,23 +109,24 @@ impl MeridianError {
 
 impl From<Error> for MeridianError {
     fn from(error: Error) -> Self {
-        let message = error.to_string();
+        // Named `detail`, not `message`: Kotlin exceptions already have a `message`.
+        let detail = error.to_string();
         match error {
             Error::PolicyViolation { region, .. } => Self::PolicyViolation {
                 region: region.to_string(),
-                message,
+                detail,
             },
-            Error::NotFound(_) => Self::NotFound { message },
-            Error::Unauthorized(_) => Self::Unauthorized { message },
-            Error::InvalidInput(_) => Self::InvalidInput { message },
-            Error::DirectoryUnavailable(_) => Self::DirectoryUnavailable { message },
-            Error::Closed => Self::Closed { message },
-            Error::Timeout(_) => Self::Timeout { message },
-            Error::Protocol(_) => Self::Protocol { message },
-            Error::Moved(_) => Self::Moved { message },
-            Error::Transport(_) => Self::Transport { message },
-            Error::Integrity(_) => Self::Integrity { message },
-            Error::Internal(_) => Self::Internal { message },
+            Error::NotFound(_) => Self::NotFound { detail },
+            Error::Unauthorized(_) => Self::Unauthorized { detail },
+            Error::InvalidInput(_) => Self::InvalidInput { detail },
+            Error::DirectoryUnavailable(_) => Self::DirectoryUnavailable { detail },
+            Error::Closed => Self::Closed { detail },
+            Error::Timeout(_) => Self::Timeout { detail },
+            Error::Protocol(_) => Self::Protocol { detail },
+            Error::Moved(_) => Self::Moved { detail },
+            Error::Transport(_) => Self::Transport { detail },
+            Error::Integrity(_) => Self::Integrity { detail },
+            Error::Internal(_) => Self::Internal { detail },
         }
     }
 }
@@ -133,18 +134,18 @@ impl From<Error> for MeridianError {
 /// What an app's store or token source reports when it fails.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 pub enum ForeignError {
-    /// It failed; `message` says why.
-    #[error("{message}")]
+    /// It failed; `detail` says why.
+    #[error("{detail}")]
     Failed {
         /// Why.
-        message: String,
+        detail: String,
     },
 }
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for ForeignError {
     fn from(error: uniffi::UnexpectedUniFFICallbackError) -> Self {
         Self::Failed {
-            message: error.reason,
+            detail: error.reason,
         }
     }
 }

@@ -138,6 +138,21 @@ fn test_steps() -> Vec<Step> {
         )
         .in_dir(&web::package_dir())
         .env("MERIDIAN_CHROMIUM", CHROMIUM),
+        // The Kotlin bindings on the JVM (JNA), Maven's repository kept in target/m2.
+        Step::new(
+            "Kotlin on the JVM (Maven, JUnit)",
+            "mvn",
+            &[
+                "-B",
+                "-q",
+                "test",
+                &format!(
+                    "-Dmaven.repo.local={}",
+                    repo_root().join("target/m2").display()
+                ),
+            ],
+        )
+        .in_dir(&repo_root().join("bindings/kotlin-swift/kotlin")),
         // The Swift bindings compiled and run by Swift 6 in a Debian trixie chroot kept in
         // target/ (no swiftc for Debian 12), against the devserver; root, like CI.
         Step::new(

@@ -3447,12 +3447,12 @@ public enum ForeignError: Swift.Error, Equatable, Hashable, Foundation.Localized
     
     
     /**
-     * It failed; `message` says why.
+     * It failed; `detail` says why.
      */
     case Failed(
         /**
          * Why.
-         */message: String
+         */detail: String
     )
 
     
@@ -3484,7 +3484,7 @@ public struct FfiConverterTypeForeignError: FfiConverterRustBuffer {
 
         
         case 1: return .Failed(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
 
          default: throw UniffiInternalError.unexpectedEnumCase
@@ -3498,9 +3498,9 @@ public struct FfiConverterTypeForeignError: FfiConverterRustBuffer {
 
         
         
-        case let .Failed(message):
+        case let .Failed(detail):
             writeInt(&buf, Int32(1))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         }
     }
@@ -3539,7 +3539,7 @@ public enum MeridianError: Swift.Error, Equatable, Hashable, Foundation.Localize
          */region: String, 
         /**
          * Why, for a developer.
-         */message: String
+         */detail: String
     )
     /**
      * The space, user or message does not exist.
@@ -3547,7 +3547,7 @@ public enum MeridianError: Swift.Error, Equatable, Hashable, Foundation.Localize
     case NotFound(
         /**
          * What was missing.
-         */message: String
+         */detail: String
     )
     /**
      * The token was rejected, or the user may not do this.
@@ -3555,7 +3555,7 @@ public enum MeridianError: Swift.Error, Equatable, Hashable, Foundation.Localize
     case Unauthorized(
         /**
          * Why.
-         */message: String
+         */detail: String
     )
     /**
      * The app passed something the SDK or the server will not accept.
@@ -3563,7 +3563,7 @@ public enum MeridianError: Swift.Error, Equatable, Hashable, Foundation.Localize
     case InvalidInput(
         /**
          * What.
-         */message: String
+         */detail: String
     )
     /**
      * The directory could not be reached or answered something unusable.
@@ -3571,7 +3571,7 @@ public enum MeridianError: Swift.Error, Equatable, Hashable, Foundation.Localize
     case DirectoryUnavailable(
         /**
          * Why.
-         */message: String
+         */detail: String
     )
     /**
      * The client is closed.
@@ -3579,7 +3579,7 @@ public enum MeridianError: Swift.Error, Equatable, Hashable, Foundation.Localize
     case Closed(
         /**
          * Why.
-         */message: String
+         */detail: String
     )
     /**
      * No answer in time.
@@ -3587,7 +3587,7 @@ public enum MeridianError: Swift.Error, Equatable, Hashable, Foundation.Localize
     case Timeout(
         /**
          * What.
-         */message: String
+         */detail: String
     )
     /**
      * A peer broke the wire protocol.
@@ -3595,7 +3595,7 @@ public enum MeridianError: Swift.Error, Equatable, Hashable, Foundation.Localize
     case Protocol(
         /**
          * What.
-         */message: String
+         */detail: String
     )
     /**
      * The space moved to another region.
@@ -3603,7 +3603,7 @@ public enum MeridianError: Swift.Error, Equatable, Hashable, Foundation.Localize
     case Moved(
         /**
          * What.
-         */message: String
+         */detail: String
     )
     /**
      * The transport failed.
@@ -3611,7 +3611,7 @@ public enum MeridianError: Swift.Error, Equatable, Hashable, Foundation.Localize
     case Transport(
         /**
          * Why.
-         */message: String
+         */detail: String
     )
     /**
      * A sealed payload or signed document failed its check.
@@ -3619,7 +3619,7 @@ public enum MeridianError: Swift.Error, Equatable, Hashable, Foundation.Localize
     case Integrity(
         /**
          * What.
-         */message: String
+         */detail: String
     )
     /**
      * Anything else, including a store or token source of the app's that failed.
@@ -3627,7 +3627,7 @@ public enum MeridianError: Swift.Error, Equatable, Hashable, Foundation.Localize
     case Internal(
         /**
          * What.
-         */message: String
+         */detail: String
     )
 
     
@@ -3660,40 +3660,40 @@ public struct FfiConverterTypeMeridianError: FfiConverterRustBuffer {
         
         case 1: return .PolicyViolation(
             region: try FfiConverterString.read(from: &buf), 
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 2: return .NotFound(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 3: return .Unauthorized(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 4: return .InvalidInput(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 5: return .DirectoryUnavailable(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 6: return .Closed(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 7: return .Timeout(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 8: return .Protocol(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 9: return .Moved(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 10: return .Transport(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 11: return .Integrity(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 12: return .Internal(
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
 
          default: throw UniffiInternalError.unexpectedEnumCase
@@ -3707,65 +3707,65 @@ public struct FfiConverterTypeMeridianError: FfiConverterRustBuffer {
 
         
         
-        case let .PolicyViolation(region,message):
+        case let .PolicyViolation(region,detail):
             writeInt(&buf, Int32(1))
             FfiConverterString.write(region, into: &buf)
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .NotFound(message):
+        case let .NotFound(detail):
             writeInt(&buf, Int32(2))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .Unauthorized(message):
+        case let .Unauthorized(detail):
             writeInt(&buf, Int32(3))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .InvalidInput(message):
+        case let .InvalidInput(detail):
             writeInt(&buf, Int32(4))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .DirectoryUnavailable(message):
+        case let .DirectoryUnavailable(detail):
             writeInt(&buf, Int32(5))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .Closed(message):
+        case let .Closed(detail):
             writeInt(&buf, Int32(6))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .Timeout(message):
+        case let .Timeout(detail):
             writeInt(&buf, Int32(7))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .Protocol(message):
+        case let .Protocol(detail):
             writeInt(&buf, Int32(8))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .Moved(message):
+        case let .Moved(detail):
             writeInt(&buf, Int32(9))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .Transport(message):
+        case let .Transport(detail):
             writeInt(&buf, Int32(10))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .Integrity(message):
+        case let .Integrity(detail):
             writeInt(&buf, Int32(11))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .Internal(message):
+        case let .Internal(detail):
             writeInt(&buf, Int32(12))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         }
     }

@@ -5120,17 +5120,17 @@ public object FfiConverterTypeEvent : FfiConverterRustBuffer<Event>{
 sealed class ForeignException: kotlin.Exception() {
     
     /**
-     * It failed; `message` says why.
+     * It failed; `detail` says why.
      */
     class Failed(
         
         /**
          * Why.
          */
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : ForeignException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
 
@@ -5164,7 +5164,7 @@ public object FfiConverterTypeForeignError : FfiConverterRustBuffer<ForeignExcep
             is ForeignException.Failed -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
         }
     }
@@ -5173,7 +5173,7 @@ public object FfiConverterTypeForeignError : FfiConverterRustBuffer<ForeignExcep
         when(value) {
             is ForeignException.Failed -> {
                 buf.putInt(1)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -5204,10 +5204,10 @@ sealed class MeridianException: kotlin.Exception() {
         /**
          * Why, for a developer.
          */
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : MeridianException() {
         override val message
-            get() = "region=${ `region` }, message=${ `message` }"
+            get() = "region=${ `region` }, detail=${ `detail` }"
     }
     
     /**
@@ -5218,10 +5218,10 @@ sealed class MeridianException: kotlin.Exception() {
         /**
          * What was missing.
          */
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : MeridianException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
     /**
@@ -5232,10 +5232,10 @@ sealed class MeridianException: kotlin.Exception() {
         /**
          * Why.
          */
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : MeridianException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
     /**
@@ -5246,10 +5246,10 @@ sealed class MeridianException: kotlin.Exception() {
         /**
          * What.
          */
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : MeridianException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
     /**
@@ -5260,10 +5260,10 @@ sealed class MeridianException: kotlin.Exception() {
         /**
          * Why.
          */
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : MeridianException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
     /**
@@ -5274,10 +5274,10 @@ sealed class MeridianException: kotlin.Exception() {
         /**
          * Why.
          */
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : MeridianException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
     /**
@@ -5288,10 +5288,10 @@ sealed class MeridianException: kotlin.Exception() {
         /**
          * What.
          */
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : MeridianException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
     /**
@@ -5302,10 +5302,10 @@ sealed class MeridianException: kotlin.Exception() {
         /**
          * What.
          */
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : MeridianException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
     /**
@@ -5316,10 +5316,10 @@ sealed class MeridianException: kotlin.Exception() {
         /**
          * What.
          */
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : MeridianException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
     /**
@@ -5330,10 +5330,10 @@ sealed class MeridianException: kotlin.Exception() {
         /**
          * Why.
          */
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : MeridianException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
     /**
@@ -5344,10 +5344,10 @@ sealed class MeridianException: kotlin.Exception() {
         /**
          * What.
          */
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : MeridianException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
     /**
@@ -5358,10 +5358,10 @@ sealed class MeridianException: kotlin.Exception() {
         /**
          * What.
          */
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : MeridianException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "detail=${ `detail` }"
     }
     
 
@@ -5430,62 +5430,62 @@ public object FfiConverterTypeMeridianError : FfiConverterRustBuffer<MeridianExc
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`region`)
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is MeridianException.NotFound -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is MeridianException.Unauthorized -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is MeridianException.InvalidInput -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is MeridianException.DirectoryUnavailable -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is MeridianException.Closed -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is MeridianException.Timeout -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is MeridianException.Protocol -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is MeridianException.Moved -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is MeridianException.Transport -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is MeridianException.Integrity -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is MeridianException.Internal -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
         }
     }
@@ -5495,62 +5495,62 @@ public object FfiConverterTypeMeridianError : FfiConverterRustBuffer<MeridianExc
             is MeridianException.PolicyViolation -> {
                 buf.putInt(1)
                 FfiConverterString.write(value.`region`, buf)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is MeridianException.NotFound -> {
                 buf.putInt(2)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is MeridianException.Unauthorized -> {
                 buf.putInt(3)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is MeridianException.InvalidInput -> {
                 buf.putInt(4)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is MeridianException.DirectoryUnavailable -> {
                 buf.putInt(5)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is MeridianException.Closed -> {
                 buf.putInt(6)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is MeridianException.Timeout -> {
                 buf.putInt(7)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is MeridianException.Protocol -> {
                 buf.putInt(8)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is MeridianException.Moved -> {
                 buf.putInt(9)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is MeridianException.Transport -> {
                 buf.putInt(10)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is MeridianException.Integrity -> {
                 buf.putInt(11)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is MeridianException.Internal -> {
                 buf.putInt(12)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }

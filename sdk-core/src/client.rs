@@ -269,6 +269,9 @@ impl Client {
     }
 
     /// Everything the app should hear about, from now on. Each call makes a new stream.
+    /// The first stream also gets what happened before anyone listened (up to 1024
+    /// events): sends restored from the store go out as soon as the client connects, and
+    /// their `MessageSent` or `SendFailed` would otherwise reach nobody.
     pub fn events(&self) -> impl Stream<Item = Event> + Unpin + use<> {
         let (tx, rx) = mpsc::unbounded();
         let _ = self.inner.commands.unbounded_send(Command::Subscribe(tx));

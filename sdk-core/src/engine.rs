@@ -222,6 +222,10 @@ pub(crate) struct Engine {
     transports: HashMap<(RegionId, ConnId), mpsc::UnboundedSender<String>>,
     replies: HashMap<RequestId, oneshot::Sender<Result<Response>>>,
     subscribers: Vec<mpsc::UnboundedSender<Event>>,
+    /// Events from before anyone listened (the outcome of sends restored from the store
+    /// goes out as soon as the client connects, before the app can call `events()`): kept
+    /// for the first listener, up to [`UNHEARD_LIMIT`].
+    unheard: std::collections::VecDeque<Event>,
     space_regions: HashMap<SpaceId, RegionId>,
     io_tx: mpsc::UnboundedSender<Io>,
     io_rx: Option<mpsc::UnboundedReceiver<Io>>,
@@ -304,6 +308,7 @@ impl Engine {
             transports: HashMap::new(),
             replies: HashMap::new(),
             subscribers: Vec::new(),
+            unheard: std::collections::VecDeque::new(),
             space_regions: HashMap::new(),
             io_tx,
             io_rx: Some(io_rx),
@@ -491,7 +496,12 @@ impl Engine {
             Command::OverallState(reply) => {
                 let _ = reply.send(self.overall);
             }
-            Command::Subscribe(tx) => self.subscribers.push(tx),
+            Command::Subscribe(tx) => {
+                for event in self.unheard.drain(..) {
+                    let _ = tx.unbounded_send(event);
+                }
+                self.subscribers.push(tx);
+            }
             Command::Notify(event) => self.publish(event),
             Command::NetworkChanged(online) => {
                 for session in self.sessions.values_mut() {
@@ -961,8 +971,17 @@ impl Engine {
     fn publish(&mut self, event: Event) {
         self.subscribers
             .retain(|tx| tx.unbounded_send(event.clone()).is_ok());
+        if self.subscribers.is_empty() {
+            if self.unheard.len() == UNHEARD_LIMIT {
+                self.unheard.pop_front();
+            }
+            self.unheard.push_back(event);
+        }
     }
 }
+
+/// How many events are kept for a first listener that has not subscribed yet.
+const UNHEARD_LIMIT: usize = 1024;
 
 /// The state of the client as a whole, from the states of its regions: `Idle` when no
 /// region is in use; `Offline` when the platform reported no network; `Connected` when

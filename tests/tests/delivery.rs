@@ -69,6 +69,52 @@ fn bodies(got: &[Message]) -> Vec<&str> {
 }
 
 #[tokio::test]
+async fn an_app_that_listens_late_still_hears_how_its_restored_sends_went() {
+    let fed = Federation::start(FederationConfig::default_three_regions())
+        .await
+        .unwrap();
+    let general = SpaceId::new("acme:general").unwrap();
+    let dir = scratch("late-listener");
+    let keys = {
+        let (sam, _) = client(&fed, "sam", Some(&dir)).await;
+        sam.join_space(&general).await.unwrap();
+        sam.network_changed(false);
+        let mut keys = Vec::new();
+        for i in 1..=3 {
+            let pending = sam.send_message(&general, &format!("restored {i}")).await;
+            keys.push(pending.unwrap().key().clone());
+        }
+        sam.disconnect().await;
+        keys
+    };
+
+    // The next run sends them as soon as it connects; the app subscribes a while later.
+    let mut config = fed.client_config("sam-token".to_owned());
+    config = config.with_store(Arc::new(FileStore::new(&dir)));
+    let sam = Client::connect_native(config).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        sam.pending_sends().await.unwrap().is_empty(),
+        "already sent"
+    );
+    let mut events = sam.events();
+    let mut heard = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while heard.len() < keys.len() {
+            if let Some(Event::MessageSent { key, .. }) = events.next().await {
+                heard.push(key);
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        heard, keys,
+        "the first listener hears the sends' outcomes, in order"
+    );
+    meridian_tests::residency_check!(fed);
+}
+
+#[tokio::test]
 async fn sends_pending_when_the_client_stops_are_delivered_exactly_once_by_the_next_run() {
     let fed = Federation::start(FederationConfig::default_three_regions())
         .await

@@ -128,12 +128,17 @@ export class PendingSend {
 
 type Listener = (event: MeridianEvent) => void;
 
+/** How many events are kept for a client's first listener. */
+const UNHEARD_LIMIT = 1024;
+
 /** A connected Meridian client. */
 export class Client {
   readonly #inner: WasmClient;
   readonly #listeners = new Map<EventType | "*", Set<Listener>>();
   readonly #streams = new Set<EventStream>();
   readonly #session: Session;
+  /** Events from before the app's first listener or stream (see `on`). */
+  #unheard: MeridianEvent[] | undefined = [];
   #closed = false;
 
   private constructor(inner: WasmClient) {
@@ -170,7 +175,8 @@ export class Client {
 
   /**
    * Calls `listener` with every event of `type` (or of every type, for `"*"`). Returns a
-   * function that removes it.
+   * function that removes it. The first listener or stream of a client also gets the
+   * events from before it, such as the outcome of sends restored from the store.
    */
   on<T extends EventType>(type: T, listener: (event: EventOf<T>) => void): () => void;
   on(type: "*", listener: (event: MeridianEvent) => void): () => void;
@@ -179,6 +185,7 @@ export class Client {
     const stored = listener as Listener;
     set.add(stored);
     this.#listeners.set(type, set);
+    this.#replayUnheard();
     return () => {
       set.delete(stored);
     };
@@ -187,10 +194,11 @@ export class Client {
   /** Every event from now on, for `for await (const event of client.events())`. */
   events(): EventStream {
     const stream: EventStream = new EventStream(() => this.#streams.delete(stream));
+    this.#streams.add(stream);
+    this.#replayUnheard();
     if (this.#closed) {
       stream.close();
-    } else {
-      this.#streams.add(stream);
+      this.#streams.delete(stream);
     }
     return stream;
   }
@@ -276,7 +284,25 @@ export class Client {
     this.#inner.free();
   }
 
+  /**
+   * The first listener or stream also gets what happened before it (the outcome of sends
+   * restored from the store goes out as soon as the client connects).
+   */
+  #replayUnheard(): void {
+    const unheard = this.#unheard;
+    this.#unheard = undefined;
+    for (const event of unheard ?? []) {
+      this.#dispatch(event);
+    }
+  }
+
   #dispatch(event: MeridianEvent): void {
+    if (this.#unheard) {
+      if (this.#unheard.push(event) > UNHEARD_LIMIT) {
+        this.#unheard.shift();
+      }
+      return;
+    }
     for (const stream of this.#streams) {
       stream.push(event);
     }

@@ -458,11 +458,14 @@ impl Client {
         }
     }
 
-    /// The state of the client as a whole (see [`Event::OverallConnectionChanged`]).
+    /// The state of the client as a whole (see [`Event::OverallConnectionChanged`]):
+    /// `Closed` once the client is disconnected.
     pub async fn connection_state(&self) -> Result<crate::ConnectionState> {
         let (tx, rx) = oneshot::channel();
-        self.command(Command::OverallState(tx))?;
-        rx.await.map_err(|_| Error::Closed)
+        if self.command(Command::OverallState(tx)).is_err() {
+            return Ok(crate::ConnectionState::Closed);
+        }
+        Ok(rx.await.unwrap_or(crate::ConnectionState::Closed))
     }
 
     /// Tells the client the platform's network went offline or came back (browser

@@ -406,6 +406,12 @@ impl Engine {
         }
         self.flush();
         self.transports.clear();
+        // The regions' own Closed states don't count toward the whole (see `aggregate`):
+        // the client as a whole says it is closed for good.
+        if self.overall != ConnectionState::Closed {
+            self.overall = ConnectionState::Closed;
+            self.publish(Event::OverallConnectionChanged(ConnectionState::Closed));
+        }
         // Wait until every write (cursors, settled sends) is on disk.
         let (tx, rx) = oneshot::channel();
         if self.writer.unbounded_send(StoreOp::Barrier(tx)).is_ok() {

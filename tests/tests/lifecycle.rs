@@ -379,3 +379,38 @@ async fn a_region_that_lost_its_history_is_reported_and_followed_afresh() {
     );
     meridian_tests::residency_check!(fed);
 }
+
+#[tokio::test]
+async fn a_disconnect_the_app_asked_for_ends_in_closed_and_reports_nothing_lost() {
+    let fed = federation().await;
+    let launch = SpaceId::new("globex:launch").unwrap();
+    let (sam, mut events) = client(&fed, "sam").await;
+    sam.join_space(&launch).await.unwrap();
+    sam.disconnect().await;
+    let mut seen = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(event) = events.next().await {
+            seen.push(event);
+        }
+    })
+    .await;
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, Event::SubscriptionLost { .. })),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.iter().rev().find_map(|e| match e {
+            Event::OverallConnectionChanged(state) => Some(*state),
+            _ => None,
+        }),
+        Some(ConnectionState::Closed),
+        "{seen:?}"
+    );
+    assert_eq!(
+        sam.connection_state().await.unwrap(),
+        ConnectionState::Closed
+    );
+    meridian_tests::residency_check!(fed);
+}

@@ -3,7 +3,7 @@
 // whether the policy allows it, retries, ordering) is the core's.
 
 import type { WasmClient, WasmPendingSend } from "../wasm/meridian_wasm.js";
-import { toMeridianError } from "./errors.js";
+import { ClosedError, toMeridianError } from "./errors.js";
 import type {
   ConnectOptions,
   ConnectionState,
@@ -205,11 +205,11 @@ export class Client {
 
   /** Joins a space: its messages arrive as `message` events from now on, across reconnects. */
   joinSpace(space: string): Promise<JoinedSpace> {
-    return callJson(() => this.#inner.joinSpace(space));
+    return callJson(() => this.#open().joinSpace(space));
   }
 
   leaveSpace(space: string): Promise<void> {
-    return callJson(() => this.#inner.leaveSpace(space));
+    return callJson(() => this.#open().leaveSpace(space));
   }
 
   /**
@@ -217,58 +217,63 @@ export class Client {
    * (with nothing stored or sent) when the user's policy forbids the space's region.
    */
   async sendMessage(space: string, text: string): Promise<PendingSend> {
-    const inner = await call(() => this.#inner.sendMessage(space, text) as Promise<WasmPendingSend>);
+    const inner = await call(() => this.#open().sendMessage(space, text) as Promise<WasmPendingSend>);
     return new PendingSend(inner);
   }
 
   /** Every send not yet stored by its region, in the order made. */
   pendingSends(): Promise<OutboxEntry[]> {
-    return callJson(() => this.#inner.pendingSends());
+    return callJson(() => this.#open().pendingSends());
   }
 
   /** Puts a send that failed for good back in line. */
   async retrySend(key: string): Promise<PendingSend> {
-    const inner = await call(() => this.#inner.retrySend(key) as Promise<WasmPendingSend>);
+    const inner = await call(() => this.#open().retrySend(key) as Promise<WasmPendingSend>);
     return new PendingSend(inner);
   }
 
   /** Removes a send that is not on its way yet. */
   cancelSend(key: string): Promise<void> {
-    return callJson(() => this.#inner.cancelSend(key));
+    return callJson(() => this.#open().cancelSend(key));
   }
 
   /** A page of history, oldest first: up to `limit` messages before `before` (or the newest). */
   history(space: string, options: { before?: number; limit?: number } = {}): Promise<Message[]> {
-    return callJson(() => this.#inner.history(space, options.before, options.limit ?? 50));
+    return callJson(() => this.#open().history(space, options.before, options.limit ?? 50));
   }
 
   /** The newest page of a space: what to rebuild the view from after `continuityLost`. */
   resync(space: string, limit = 50): Promise<Message[]> {
-    return callJson(() => this.#inner.resync(space, limit));
+    return callJson(() => this.#open().resync(space, limit));
   }
 
   setPresence(status: PresenceStatus): Promise<void> {
-    return callJson(() => this.#inner.setPresence(status));
+    return callJson(() => this.#open().setPresence(status));
   }
 
   /** Tells the space's members the user is (or stopped) typing. Best effort. */
   typing(space: string, typing: boolean): Promise<void> {
-    return callJson(() => this.#inner.typing(space, typing));
+    return callJson(() => this.#open().typing(space, typing));
   }
 
   /** Creates (or finds) the DM with `peer`, in a region both users' policies permit. */
   createDm(peer: string): Promise<SpaceLocation> {
-    return callJson(() => this.#inner.createDm(peer));
+    return callJson(() => this.#open().createDm(peer));
   }
 
-  /** The state of the client as a whole. */
+  /** The state of the client as a whole (`closed` once disconnected). */
   connectionState(): Promise<ConnectionState> {
-    return callJson(() => this.#inner.connectionState());
+    if (this.#closed) {
+      return Promise.resolve({ state: "closed" });
+    }
+    return callJson(() => this.#open().connectionState());
   }
 
   /** Tells the client the network went away or came back (browsers do this by themselves). */
   networkChanged(online: boolean): void {
-    this.#inner.networkChanged(online);
+    if (!this.#closed) {
+      this.#inner.networkChanged(online);
+    }
   }
 
   /** Disconnects from every region; event streams end. Pending sends stay in the store. */
@@ -294,6 +299,14 @@ export class Client {
     for (const event of unheard ?? []) {
       this.#dispatch(event);
     }
+  }
+
+  /** The wasm client, unless this client was disconnected (its memory is freed then). */
+  #open(): WasmClient {
+    if (this.#closed) {
+      throw new ClosedError("the client is disconnected");
+    }
+    return this.#inner;
   }
 
   #dispatch(event: MeridianEvent): void {

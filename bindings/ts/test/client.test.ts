@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import {
   Client,
+  ClosedError,
   DirectoryUnavailableError,
   InvalidInputError,
   MeridianError,
@@ -249,5 +250,6 @@ test("event streams end when the client disconnects", async () => {
   await client.disconnect();
   // The loop ends by itself; the last word is the connection closing.
   assert.equal((await drained).at(-1), "connection");
-  await assert.rejects(client.joinSpace("globex:launch"), MeridianError);
+  await assert.rejects(client.joinSpace("globex:launch"), ClosedError);
+  assert.deepEqual(await client.connectionState(), { state: "closed" });
 });

@@ -29,7 +29,12 @@ pub trait Store: MaybeSend + 'static {
 
 /// Checks a namespace and a key against the rules above, for stores implemented elsewhere.
 pub fn check_names(namespace: &str, key: &str) -> Result<()> {
-    check_name("namespace", namespace).and_then(|()| check_name("key", key))
+    check_namespace(namespace).and_then(|()| check_name("key", key))
+}
+
+/// Checks a namespace alone (what `list` takes), for stores implemented elsewhere.
+pub fn check_namespace(namespace: &str) -> Result<()> {
+    check_name("namespace", namespace)
 }
 
 fn check_name(what: &str, name: &str) -> Result<()> {
@@ -68,12 +73,10 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn put(&self, namespace: &str, key: &str, value: Vec<u8>) -> BoxFuture<'_, Result<()>> {
-        let result = check_name("namespace", namespace)
-            .and_then(|()| check_name("key", key))
-            .map(|()| {
-                self.records()
-                    .insert((namespace.to_owned(), key.to_owned()), value);
-            });
+        let result = check_names(namespace, key).map(|()| {
+            self.records()
+                .insert((namespace.to_owned(), key.to_owned()), value);
+        });
         Box::pin(std::future::ready(result))
     }
 
@@ -101,7 +104,7 @@ pub use file::FileStore;
 mod file {
     use std::path::{Path, PathBuf};
 
-    use super::{Records, Store, check_name};
+    use super::{Records, Store, check_name, check_names, check_namespace};
     use crate::driver::BoxFuture;
     use crate::error::{Error, Result};
 
@@ -120,8 +123,7 @@ mod file {
         }
 
         fn path(&self, namespace: &str, key: &str) -> Result<(PathBuf, PathBuf)> {
-            check_name("namespace", namespace)?;
-            check_name("key", key)?;
+            check_names(namespace, key)?;
             let dir = self.root.join(namespace);
             Ok((dir.join(key), dir))
         }
@@ -173,7 +175,7 @@ mod file {
         }
 
         fn list(&self, namespace: &str) -> BoxFuture<'_, Result<Records>> {
-            let dir = check_name("namespace", namespace).map(|()| self.root.join(namespace));
+            let dir = check_namespace(namespace).map(|()| self.root.join(namespace));
             Box::pin(async move {
                 let dir = dir?;
                 let mut entries = match tokio::fs::read_dir(&dir).await {

@@ -163,10 +163,7 @@ impl Store for ForeignStore {
     }
 
     fn list(&self, namespace: &str) -> BoxFuture<'_, meridian::Result<Records>> {
-        let (store, checked) = (
-            self.0.clone(),
-            meridian::store::check_names(namespace, "list"),
-        );
+        let (store, checked) = (self.0.clone(), meridian::store::check_namespace(namespace));
         let namespace = namespace.to_owned();
         Box::pin(async move {
             checked?;

@@ -132,7 +132,7 @@ impl Store for IndexedDbStore {
     }
 
     fn list(&self, namespace: &str) -> BoxFuture<'_, Result<Records>> {
-        let checked = meridian::store::check_names(namespace, "list");
+        let checked = meridian::store::check_namespace(namespace);
         let prefix = format!("{namespace}/");
         // Every key of the namespace sorts between "ns/" and "ns0" ('0' follows '/').
         let end = format!("{namespace}0");
@@ -294,7 +294,7 @@ impl Store for JsStore {
     }
 
     fn list(&self, namespace: &str) -> BoxFuture<'_, Result<Records>> {
-        let checked = meridian::store::check_names(namespace, "list");
+        let checked = meridian::store::check_namespace(namespace);
         let args = [JsValue::from_str(namespace)];
         Box::pin(async move {
             checked?;

@@ -87,26 +87,6 @@ pub enum MeridianError {
     },
 }
 
-impl MeridianError {
-    /// The stable code, e.g. `policy_violation`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::PolicyViolation { .. } => "policy_violation",
-            Self::NotFound { .. } => "not_found",
-            Self::Unauthorized { .. } => "unauthorized",
-            Self::InvalidInput { .. } => "invalid_input",
-            Self::DirectoryUnavailable { .. } => "directory_unavailable",
-            Self::Closed { .. } => "closed",
-            Self::Timeout { .. } => "timeout",
-            Self::Protocol { .. } => "protocol",
-            Self::Moved { .. } => "moved",
-            Self::Transport { .. } => "transport",
-            Self::Integrity { .. } => "integrity",
-            Self::Internal { .. } => "internal",
-        }
-    }
-}
-
 impl From<Error> for MeridianError {
     fn from(error: Error) -> Self {
         // Named `detail`, not `message`: Kotlin exceptions already have a `message`.
@@ -163,14 +143,13 @@ pub struct ErrorInfo {
 
 impl From<&Error> for ErrorInfo {
     fn from(error: &Error) -> Self {
-        let converted = MeridianError::from(error.clone());
-        let region = match &converted {
-            MeridianError::PolicyViolation { region, .. } => Some(region.clone()),
+        let region = match error {
+            Error::PolicyViolation { region, .. } => Some(region.to_string()),
             _ => None,
         };
         Self {
-            code: converted.code().to_owned(),
-            message: converted.to_string(),
+            code: error.code().as_str().to_owned(),
+            message: error.to_string(),
             region,
         }
     }

@@ -128,23 +128,18 @@ export class PendingSend {
 
 type Listener = (event: MeridianEvent) => void;
 
-/** How many events are kept for a client's first listener. */
-const UNHEARD_LIMIT = 1024;
-
 /** A connected Meridian client. */
 export class Client {
   readonly #inner: WasmClient;
   readonly #listeners = new Map<EventType | "*", Set<Listener>>();
   readonly #streams = new Set<EventStream>();
   readonly #session: Session;
-  /** Events from before the app's first listener or stream (see `on`). */
-  #unheard: MeridianEvent[] | undefined = [];
+  #listening = false;
   #closed = false;
 
   private constructor(inner: WasmClient) {
     this.#inner = inner;
     this.#session = JSON.parse(inner.session()) as Session;
-    inner.onEvent((text: string) => this.#dispatch(JSON.parse(text) as MeridianEvent));
   }
 
   /**
@@ -185,7 +180,7 @@ export class Client {
     const stored = listener as Listener;
     set.add(stored);
     this.#listeners.set(type, set);
-    this.#replayUnheard();
+    this.#listen();
     return () => {
       set.delete(stored);
     };
@@ -195,7 +190,7 @@ export class Client {
   events(): EventStream {
     const stream: EventStream = new EventStream(() => this.#streams.delete(stream));
     this.#streams.add(stream);
-    this.#replayUnheard();
+    this.#listen();
     if (this.#closed) {
       stream.close();
       this.#streams.delete(stream);
@@ -290,15 +285,16 @@ export class Client {
   }
 
   /**
-   * The first listener or stream also gets what happened before it (the outcome of sends
-   * restored from the store goes out as soon as the client connects).
+   * Subscribes to the core's events when the app first listens, not before: the core
+   * keeps what happened until its first subscriber (the outcome of sends restored from
+   * the store goes out as soon as the client connects), so that listener gets it too.
    */
-  #replayUnheard(): void {
-    const unheard = this.#unheard;
-    this.#unheard = undefined;
-    for (const event of unheard ?? []) {
-      this.#dispatch(event);
+  #listen(): void {
+    if (this.#listening || this.#closed) {
+      return;
     }
+    this.#listening = true;
+    this.#inner.onEvent((text: string) => this.#dispatch(JSON.parse(text) as MeridianEvent));
   }
 
   /** The wasm client, unless this client was disconnected (its memory is freed then). */
@@ -310,12 +306,6 @@ export class Client {
   }
 
   #dispatch(event: MeridianEvent): void {
-    if (this.#unheard) {
-      if (this.#unheard.push(event) > UNHEARD_LIMIT) {
-        this.#unheard.shift();
-      }
-      return;
-    }
     for (const stream of this.#streams) {
       stream.push(event);
     }

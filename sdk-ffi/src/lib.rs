@@ -2,7 +2,7 @@
 //!
 //! uniffi generates the Kotlin and Swift bindings (`bindings/kotlin-swift/`) and, through
 //! uniffi-bindgen-react-native, the React Native module (`bindings/react-native/`) from
-//! what this crate exports: [`connect`], the [`MeridianClient`] object with async methods,
+//! what this crate exports: [`connect`] and [`ClientBuilder`], the [`MeridianClient`] object with async methods,
 //! records and enums for the domain types ([`types`]), one error enum with the core's
 //! stable codes ([`MeridianError`]), and three traits the app implements in its own
 //! language: [`EventListener`], [`AppStore`] (its own storage) and [`TokenSource`].
@@ -208,37 +208,89 @@ impl meridian::TokenProvider for ForeignTokens {
 // ---------------------------------------------------------------------------------------
 
 /// Connects: reads the federation document and the user's session from the directory and
-/// restores pending sends from the store. Region connections open when first needed.
+/// restores pending sends from the store (files under `options.store_dir`, else memory).
+/// Region connections open when first needed. To pass a store or a token source of the
+/// app's own, use [`ClientBuilder`].
 #[uniffi::export]
-pub async fn connect(
+pub async fn connect(options: ClientOptions) -> Result<Arc<MeridianClient>, MeridianError> {
+    ClientBuilder::new(options).connect().await
+}
+
+/// A connect with the app's own parts: `ClientBuilder(options).store(s).tokenSource(t)`
+/// then `connect()`. Each setter returns a new builder; the one it was called on is
+/// unchanged.
+///
+/// (A builder rather than optional arguments: an optional foreign object does not cross
+/// uniffi-bindgen-react-native's runtime, which lowers only a present one.)
+#[derive(uniffi::Object, Clone)]
+pub struct ClientBuilder {
     options: ClientOptions,
     store: Option<Arc<dyn AppStore>>,
     token_source: Option<Arc<dyn TokenSource>>,
-) -> Result<Arc<MeridianClient>, MeridianError> {
-    on_runtime(async move {
-        let store: Arc<dyn Store> = match (store, &options.store_dir) {
-            (Some(app), _) => Arc::new(ForeignStore(app)),
-            (None, Some(dir)) => Arc::new(FileStore::new(dir)),
-            (None, None) => Arc::new(MemoryStore::new()),
-        };
-        let keys = options
-            .federation_keys
-            .into_iter()
-            .map(|k| meridian::model::FederationKey {
-                id: k.id,
-                public_key: k.public_key,
-            })
-            .collect();
-        let mut config = ClientConfig::new(options.directory_url, options.token)
-            .with_federation_keys(keys)
-            .with_store(store);
-        if let Some(source) = token_source {
-            config = config.with_token_provider(Arc::new(ForeignTokens(source)));
-        }
-        let client = Client::connect_native(config).await?;
-        Ok(Arc::new(MeridianClient { client }))
-    })
-    .await
+}
+
+#[uniffi::export]
+impl ClientBuilder {
+    /// A builder for `options`, with the store `options.store_dir` names (else memory) and
+    /// no token source.
+    #[uniffi::constructor]
+    pub fn new(options: ClientOptions) -> Arc<Self> {
+        Arc::new(Self {
+            options,
+            store: None,
+            token_source: None,
+        })
+    }
+
+    /// Keeps pending sends, cursors and the device key in the app's own store instead.
+    pub fn store(&self, store: Arc<dyn AppStore>) -> Arc<Self> {
+        Arc::new(Self {
+            store: Some(store),
+            ..self.clone()
+        })
+    }
+
+    /// Asks `source` for tokens: before the first connect when the options' token is empty,
+    /// ahead of expiry, and when the current one is rejected.
+    pub fn token_source(&self, source: Arc<dyn TokenSource>) -> Arc<Self> {
+        Arc::new(Self {
+            token_source: Some(source),
+            ..self.clone()
+        })
+    }
+
+    /// Connects, as [`connect`] does.
+    pub async fn connect(&self) -> Result<Arc<MeridianClient>, MeridianError> {
+        let Self {
+            options,
+            store,
+            token_source,
+        } = self.clone();
+        on_runtime(async move {
+            let store: Arc<dyn Store> = match (store, &options.store_dir) {
+                (Some(app), _) => Arc::new(ForeignStore(app)),
+                (None, Some(dir)) => Arc::new(FileStore::new(dir)),
+                (None, None) => Arc::new(MemoryStore::new()),
+            };
+            let keys = options
+                .federation_keys
+                .into_iter()
+                .map(|k| meridian::model::FederationKey {
+                    id: k.id,
+                    public_key: k.public_key,
+                })
+                .collect();
+            let mut config = ClientConfig::new(options.directory_url, options.token)
+                .with_federation_keys(keys)
+                .with_store(store);
+            if let Some(source) = token_source {
+                config = config.with_token_provider(Arc::new(ForeignTokens(source)));
+            }
+            let client = Client::connect_native(config).await?;
+            Ok(Arc::new(MeridianClient { client }))
+        })
+        .await
+    }
 }
 
 /// A connected client. Every method that talks to the federation is async.

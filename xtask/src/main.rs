@@ -4,7 +4,10 @@
 //!   the interop server); quick and quiet when everything is already there.
 //! - `test`: `setup`, then every check CI runs, in order, stopping at the first failure.
 //! - `dist mobile`: the release `meridian-ffi` library and the Kotlin and Swift sources
-//!   uniffi generates from it, in `bindings/kotlin-swift/`.
+//!   uniffi generates from it, in `bindings/kotlin-swift/`, and the React Native module
+//!   uniffi-bindgen-react-native generates, in `bindings/react-native/`.
+//! - `react-native`: the React Native module's C++ compiled and linked against JSI, its
+//!   TypeScript API run in Node against the devserver.
 //! - `dist web`: the npm package in `bindings/ts/` (wasm-bindgen, wasm-opt, TypeScript),
 //!   with the wasm's size against its budget.
 //!
@@ -30,7 +33,8 @@ commands:
   setup   install what the tests need (wasm32 target, rustfmt, clippy, interop npm packages)
   test    setup, then fmt, clippy, wasm32 checks, all tests, the quickstart; stops at the first failure
   dist web  build the npm package (bindings/ts) and report the wasm's size
-  dist mobile  build the native library and regenerate the Kotlin and Swift sources";
+  dist mobile  build the native library and regenerate the Kotlin, Swift and React Native sources
+  react-native  compile the React Native module's C++ against JSI and run its TypeScript in Node";
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
@@ -51,6 +55,8 @@ fn main() -> ExitCode {
             web::dist(run, false)
         }),
         ["dist", "mobile"] => Run::new("dist mobile").finish(mobile::dist),
+        // What `test` runs: the React Native module's C++ compiled, its TypeScript in Node.
+        ["react-native"] => Run::new("react-native").finish(mobile::react_native),
         // What `test` runs: the committed Kotlin and Swift sources are what the library makes.
         ["dist", "mobile", "--check"] => Run::new("dist mobile").finish(mobile::check),
         // What `test` runs: the same build, failing when the wasm is over its size budget.
@@ -129,6 +135,10 @@ fn test_steps() -> Vec<Step> {
         ),
         Step::cargo("devserver binary", &["build", "-p", "devserver"]),
         Step::new("web package tests in Node", "npm", &["test"]).in_dir(&web::package_dir()),
+        Step::cargo(
+            "React Native: C++ against JSI, TypeScript in Node",
+            &["xtask", "react-native"],
+        ),
         // examples/web in two Chromium contexts (playwright-core driving Debian's Chromium);
         // screenshots land in bindings/ts/test-results/.
         Step::new(
@@ -249,13 +259,14 @@ fn setup(run: &mut Run) -> Result<(), Failure> {
 
     ensure_npm_packages(run, "tests/interop")?;
     ensure_npm_packages(run, "bindings/ts")?;
+    ensure_npm_packages(run, "bindings/react-native")?;
     web::ensure_wasm_bindgen(run)?;
     ensure_chromium(run)
 }
 
 /// `npm ci` (or `npm install` before a lockfile exists) in `dir`, unless `node_modules`
 /// was installed from the same package.json and lockfile.
-fn ensure_npm_packages(run: &mut Run, dir: &str) -> Result<(), Failure> {
+pub(crate) fn ensure_npm_packages(run: &mut Run, dir: &str) -> Result<(), Failure> {
     let path = repo_root().join(dir);
     let stamp = NpmStamp::of(&path);
     let install: &[&str] = if stamp.locked {

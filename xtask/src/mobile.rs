@@ -1,19 +1,36 @@
-//! The mobile bindings: `cargo xtask dist mobile` and the check that what is committed is
-//! what the library generates.
+//! The mobile bindings: `cargo xtask dist mobile`, the check that what is committed is what
+//! the library generates, and the React Native checks (`cargo xtask react-native`).
 //!
 //! uniffi generates the Kotlin and Swift sources from the built `meridian-ffi` library
-//! (library mode, with `sdk-ffi/uniffi.toml` naming the packages). They are committed under
-//! `bindings/kotlin-swift/`, so that an app can read and vendor them without a Rust build.
+//! (library mode, with `sdk-ffi/uniffi.toml` naming the packages), and
+//! uniffi-bindgen-react-native (ubrn) the React Native turbo module: TypeScript, C++ (JSI)
+//! and the Android and iOS glue. They are committed under `bindings/`, so that an app can
+//! read and vendor them without a Rust build.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::{Failure, Run, Step, repo_root};
+use crate::{Failure, Run, Step, ensure_npm_packages, repo_root};
 
 /// Where the generated sources live, per language, relative to the repository root.
 const KOTLIN_DIR: &str = "bindings/kotlin-swift/kotlin/src/main/kotlin";
 const SWIFT_DIR: &str = "bindings/kotlin-swift/swift/Sources/MeridianFFI";
 const SWIFT_C_DIR: &str = "bindings/kotlin-swift/swift/Sources/MeridianFFIFFI";
+
+/// The React Native package.
+const RN_DIR: &str = "bindings/react-native";
+/// What ubrn writes in it, relative to it: folders that are wholly generated...
+const RN_GENERATED_DIRS: [&str; 4] = ["android", "ios", "cpp", "src/generated"];
+/// ...and generated files among ours.
+const RN_GENERATED_FILES: [&str; 3] = [
+    "MeridianReactNative.podspec",
+    "src/NativeMeridianReactNative.ts",
+    "src/bindings.tsx",
+];
+/// The React Native release whose JSI headers the generated C++ is compiled against.
+const JSI_HEADERS_FROM: &str = "react-native@0.88.1";
+/// The ubrn CLI is built from the npm package's sources into here.
+const UBRN_TARGET_DIR: &str = "target/ubrn";
 
 fn bindgen(profile: &str) -> PathBuf {
     repo_root().join(format!("target/{profile}/uniffi-bindgen"))
@@ -83,17 +100,111 @@ fn generate(run: &mut Run, profile: &str, out: &Path) -> Result<(), Failure> {
         fs::rename(swift.join(from), c_dir.join(to))
             .map_err(|e| run.fail("swift module", format!("{from}: {e}")))?;
     }
-    Ok(())
+    generate_react_native(run, &lib, out)
+}
+
+fn ubrn_bin() -> PathBuf {
+    repo_root()
+        .join(UBRN_TARGET_DIR)
+        .join("debug/uniffi-bindgen-react-native")
+}
+
+/// Builds the ubrn CLI of the package's pinned `uniffi-bindgen-react-native` (its npm package
+/// ships the Rust sources); a no-op once built.
+fn build_ubrn(run: &mut Run) -> Result<(), Failure> {
+    ensure_npm_packages(run, RN_DIR)?;
+    let manifest =
+        format!("{RN_DIR}/node_modules/uniffi-bindgen-react-native/crates/ubrn_cli/Cargo.toml");
+    run.step(
+        &Step::cargo(
+            "uniffi-bindgen-react-native CLI (a few minutes, once)",
+            &[
+                "build",
+                "--quiet",
+                "--manifest-path",
+                &manifest,
+                "--target-dir",
+                UBRN_TARGET_DIR,
+            ],
+        )
+        // Nobody debugs the generator here: no debug info makes it smaller and quicker.
+        .env("CARGO_PROFILE_DEV_DEBUG", "0"),
+    )
+}
+
+/// Generates the React Native bindings and turbo module from `lib` into `out`'s
+/// `bindings/react-native`. Outside the repository, the package's manifest and ubrn's
+/// config are copied there first (the config pointing at this workspace).
+fn generate_react_native(run: &mut Run, lib: &str, out: &Path) -> Result<(), Failure> {
+    let package = out.join(RN_DIR);
+    let fail = |run: &mut Run, e: std::io::Error| run.fail("react native", e);
+    for dir in RN_GENERATED_DIRS {
+        let _ = fs::remove_dir_all(package.join(dir));
+    }
+    for file in RN_GENERATED_FILES {
+        let _ = fs::remove_file(package.join(file));
+    }
+    if out != repo_root() {
+        let source = repo_root().join(RN_DIR);
+        fs::create_dir_all(&package).map_err(|e| fail(run, e))?;
+        fs::copy(source.join("package.json"), package.join("package.json"))
+            .map_err(|e| fail(run, e))?;
+        let config =
+            fs::read_to_string(source.join("ubrn.config.yaml")).map_err(|e| fail(run, e))?;
+        let workspace = format!("directory: {}", repo_root().display());
+        fs::write(
+            package.join("ubrn.config.yaml"),
+            config.replace("directory: ../..", &workspace),
+        )
+        .map_err(|e| fail(run, e))?;
+    }
+    let ubrn = ubrn_bin();
+    let ubrn = ubrn.to_string_lossy();
+    let ts = package.join("src/generated");
+    let cpp = package.join("cpp/generated");
+    // From the workspace root: ubrn reads the crate's metadata with `cargo metadata`.
+    run.step(&Step::new(
+        "generate react native bindings (TypeScript, C++)",
+        &ubrn,
+        &[
+            "generate",
+            "jsi",
+            "bindings",
+            "--library",
+            "--no-format",
+            "--ts-dir",
+            &ts.to_string_lossy(),
+            "--cpp-dir",
+            &cpp.to_string_lossy(),
+            lib,
+        ],
+    ))?;
+    run.step(
+        &Step::new(
+            "generate react native turbo module",
+            &ubrn,
+            &[
+                "generate",
+                "jsi",
+                "turbo-module",
+                "--config",
+                "ubrn.config.yaml",
+                "meridian_ffi",
+            ],
+        )
+        .in_dir(&package),
+    )
 }
 
 /// `cargo xtask dist mobile`: the release library and the sources generated from it.
 pub fn dist(run: &mut Run) -> Result<(), Failure> {
+    build_ubrn(run)?;
     build(run, "release")?;
     generate(run, "release", &repo_root())?;
     let lib = library("release");
     let size = fs::metadata(&lib).map(|m| m.len()).unwrap_or(0);
     run.note(&format!(
-        "{} ({:.1} MB, not stripped) and the Kotlin and Swift sources in bindings/kotlin-swift",
+        "{} ({:.1} MB, not stripped), the Kotlin and Swift sources in bindings/kotlin-swift and the React Native module in {RN_DIR}",
         lib.display(),
         size as f64 / 1e6
     ));
@@ -102,24 +213,182 @@ pub fn dist(run: &mut Run) -> Result<(), Failure> {
 
 /// Fails when the committed sources differ from what the current library generates.
 pub fn check(run: &mut Run) -> Result<(), Failure> {
+    build_ubrn(run)?;
     build(run, "debug")?;
     let scratch = repo_root().join("target/mobile-check");
     let _ = fs::remove_dir_all(&scratch);
     generate(run, "debug", &scratch)?;
-    for dir in [KOTLIN_DIR, SWIFT_DIR, SWIFT_C_DIR] {
-        let (fresh, committed) = (scratch.join(dir), repo_root().join(dir));
-        if let Some(file) = first_difference(&fresh, &committed) {
-            return Err(run.fail(
-                "mobile bindings",
-                format!(
-                    "{} differs from what the library generates: run `cargo xtask dist mobile` and commit",
-                    file.display()
-                ),
-            ));
-        }
+    let rn_dirs = RN_GENERATED_DIRS.map(|d| format!("{RN_DIR}/{d}"));
+    let dirs = [KOTLIN_DIR, SWIFT_DIR, SWIFT_C_DIR]
+        .into_iter()
+        .chain(rn_dirs.iter().map(String::as_str));
+    let differs = dirs
+        .filter_map(|dir| first_difference(&scratch.join(dir), &repo_root().join(dir)))
+        .chain(RN_GENERATED_FILES.iter().filter_map(|file| {
+            let (fresh, committed) = (
+                scratch.join(RN_DIR).join(file),
+                repo_root().join(RN_DIR).join(file),
+            );
+            (fs::read(&fresh).ok() != fs::read(&committed).ok()).then_some(committed)
+        }))
+        .next();
+    if let Some(file) = differs {
+        return Err(run.fail(
+            "mobile bindings",
+            format!(
+                "{} differs from what the library generates: run `cargo xtask dist mobile` and commit",
+                file.display()
+            ),
+        ));
     }
-    run.note("the committed Kotlin and Swift sources match the library");
+    run.note("the committed Kotlin, Swift and React Native sources match the library");
     Ok(())
+}
+
+/// `cargo xtask react-native`: what can be checked of the React Native module on a machine
+/// without Hermes, the Android NDK or Xcode.
+///
+/// - The generated C++ (bindings and turbo-module installer) compiled with the flags of the
+///   generated CMakeLists against the JSI headers of a React Native release, and linked with
+///   the Rust library refusing undefined symbols: every FFI function the C++ calls exists.
+/// - The TypeScript API run for real in Node: the same generator's N-API flavour of the
+///   bindings, loading the debug library through `@ubjs/node`, with `src/meridian.ts` on top,
+///   against the devserver (`bindings/react-native/test/`). A test there checks that the
+///   declarations of both flavours are the same.
+pub fn react_native(run: &mut Run) -> Result<(), Failure> {
+    build_ubrn(run)?;
+    build(run, "debug")?;
+    compile_cpp(run)?;
+    node_tests(run)
+}
+
+fn compile_cpp(run: &mut Run) -> Result<(), Failure> {
+    let root = repo_root();
+    let headers = root.join("target/rn-headers");
+    let react_common = headers.join("package/ReactCommon");
+    if !react_common.join("jsi/jsi/jsi.h").exists() {
+        let _ = fs::remove_dir_all(&headers);
+        fs::create_dir_all(&headers).map_err(|e| run.fail("JSI headers", e))?;
+        run.step(
+            &Step::new(
+                "JSI headers (npm pack)",
+                "npm",
+                &["pack", "--silent", JSI_HEADERS_FROM],
+            )
+            .in_dir(&headers),
+        )?;
+        let tarball = format!("{}.tgz", JSI_HEADERS_FROM.replace('@', "-"));
+        run.step(
+            &Step::new(
+                "JSI headers (extract)",
+                "tar",
+                &[
+                    "-xzf",
+                    &tarball,
+                    "package/ReactCommon/jsi/jsi",
+                    "package/ReactCommon/callinvoker",
+                    "package/ReactCommon/react/cxxstableapi",
+                ],
+            )
+            .in_dir(&headers),
+        )?;
+    }
+    let package = root.join(RN_DIR);
+    let out = root.join("target/rn-cpp");
+    fs::create_dir_all(&out).map_err(|e| run.fail("react native C++", e))?;
+    let includes = [
+        package.join("cpp"),
+        package.join("cpp/generated"),
+        package.join("node_modules/uniffi-bindgen-react-native/cpp/includes"),
+        react_common.join("jsi"),
+        react_common.join("callinvoker"),
+        react_common.clone(),
+    ]
+    .map(|dir| format!("-I{}", dir.display()));
+    let sources = [
+        package.join("cpp/generated/meridian_ffi.cpp"),
+        package.join("cpp/meridian-react-native.cpp"),
+        react_common.join("jsi/jsi/jsi.cpp"),
+    ];
+    let mut objects = Vec::new();
+    for source in &sources {
+        let name = source
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let object = out.join(format!("{name}.o"));
+        let (source, object_arg) = (source.to_string_lossy(), object.to_string_lossy());
+        // The flags of the generated android/CMakeLists.txt.
+        let mut args = vec![
+            "-std=c++17",
+            "-fPIC",
+            "-O1",
+            "-Wall",
+            "-Werror",
+            "-fexceptions",
+            "-frtti",
+            "-c",
+        ];
+        args.push(&source);
+        args.extend(["-o", &object_arg]);
+        args.extend(includes.iter().map(String::as_str));
+        run.step(&Step::new(
+            &format!("compile {name}.cpp (g++)"),
+            "g++",
+            &args,
+        ))?;
+        objects.push(object);
+    }
+    let library = out.join("libmeridian-react-native.so");
+    let rust = root.join("target/debug/libmeridian_ffi.a");
+    let (library, rust) = (library.to_string_lossy(), rust.to_string_lossy());
+    let mut args = vec!["-shared", "-o", &library];
+    let objects: Vec<String> = objects
+        .iter()
+        .map(|o| o.to_string_lossy().into_owned())
+        .collect();
+    args.extend(objects.iter().map(String::as_str));
+    args.extend([&*rust, "-Wl,--no-undefined", "-lpthread", "-ldl", "-lm"]);
+    run.step(&Step::new(
+        "link with the Rust library, no undefined symbols",
+        "g++",
+        &args,
+    ))
+}
+
+fn node_tests(run: &mut Run) -> Result<(), Failure> {
+    let package = repo_root().join(RN_DIR);
+    let build = package.join("build-node");
+    let _ = fs::remove_dir_all(&build);
+    let src = build.join("src");
+    fs::create_dir_all(&src).map_err(|e| run.fail("react native in Node", e))?;
+    let lib = library("debug");
+    let ubrn = ubrn_bin();
+    run.step(&Step::new(
+        "generate the N-API flavour of the bindings",
+        &ubrn.to_string_lossy(),
+        &[
+            "generate",
+            "napi",
+            "bindings",
+            "--library",
+            &lib.to_string_lossy(),
+            "--lib-absolute",
+            "--no-format",
+            "--ts-dir",
+            &src.join("generated").to_string_lossy(),
+        ],
+    ))?;
+    // The helpers compile against those bindings exactly as against the JSI ones in src/.
+    fs::copy(package.join("src/meridian.ts"), src.join("meridian.ts"))
+        .and_then(|_| {
+            fs::write(
+                build.join("package.json"),
+                "{ \"type\": \"module\", \"private\": true }\n",
+            )
+        })
+        .map_err(|e| run.fail("react native in Node", e))?;
+    run.step(&Step::new("react native TypeScript API in Node", "npm", &["test"]).in_dir(&package))
 }
 
 /// The first file that is in one tree and not the other, or differs between them.

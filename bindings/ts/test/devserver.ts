@@ -1,17 +1,34 @@
 // Starts the reference federation (the devserver binary) on loopback for a test file.
+// Shared by the tests of bindings/ts and bindings/react-native: it imports nothing from
+// either package, so it compiles as ES module and as CommonJS alike.
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
-import type { FederationKey } from "@meridian/sdk";
 
-const here = fileURLToPath(new URL(".", import.meta.url));
+/** A federation signing key, as every binding's `FederationKey` has it. */
+export interface TrustedKey {
+  id: string;
+  publicKey: string;
+}
+
 /** The binary `cargo build -p devserver` makes; `MERIDIAN_DEVSERVER` overrides it. */
-const binary =
-  process.env["MERIDIAN_DEVSERVER"] ?? resolve(here, "../../../../target/debug/devserver");
+const binary = process.env["MERIDIAN_DEVSERVER"] ?? join(workspaceRoot(), "target/debug/devserver");
+
+/** The cargo workspace holding the current folder: the nearest one with a Cargo.lock. */
+function workspaceRoot(): string {
+  let dir = process.cwd();
+  while (!existsSync(join(dir, "Cargo.lock"))) {
+    const parent = dirname(dir);
+    if (parent === dir) {
+      throw new Error(`no Cargo.lock above ${process.cwd()}: set MERIDIAN_DEVSERVER`);
+    }
+    dir = parent;
+  }
+  return dir;
+}
 
 interface Ready {
   directory_url: string;
@@ -21,7 +38,7 @@ interface Ready {
 
 export class Devserver {
   readonly directoryUrl: string;
-  readonly federationKeys: FederationKey[];
+  readonly federationKeys: TrustedKey[];
   readonly #ports: string[];
   readonly #dataDir: string;
   #child: ChildProcess;

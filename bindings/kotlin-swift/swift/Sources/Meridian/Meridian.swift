@@ -1,6 +1,6 @@
 // Meridian for Swift: the generated bindings (MeridianFFI) plus what makes them read like
 // Swift. `import Meridian` is enough: it re-exports every generated type and function
-// (`connect(options:store:tokenSource:)`, `MeridianClient` and its async methods, `Event`,
+// (`connect(options:)`, `ClientBuilder`, `MeridianClient` and its async methods, `Event`,
 // `MeridianError`, ...). This file may also be compiled into the same module as the
 // generated MeridianFFI.swift (an app target that adds both files).
 
@@ -101,9 +101,13 @@ extension ClientOptions {
     }
 }
 
-/// Connects with the SDK's own store (`options.storeDir`, or memory) and the token in
-/// `options`; see `connect(options:store:tokenSource:)` to pass the app's store or a
-/// token source.
-public func connect(options: ClientOptions) async throws -> MeridianClient {
-    try await connect(options: options, store: nil, tokenSource: nil)
+/// Connects with the app's own store and token source where given (else the SDK's own store,
+/// `options.storeDir` or memory, and the token in `options`): `ClientBuilder` in one call.
+public func connect(
+    options: ClientOptions, store: AppStore?, tokenSource: TokenSource?
+) async throws -> MeridianClient {
+    var builder = ClientBuilder(options: options)
+    if let store { builder = builder.store(store: store) }
+    if let tokenSource { builder = builder.tokenSource(source: tokenSource) }
+    return try await builder.connect()
 }

@@ -850,6 +850,201 @@ public func FfiConverterTypeAppStore_lower(_ value: AppStore) -> UInt64 {
 
 
 /**
+ * A connect with the app's own parts: `ClientBuilder(options).store(s).tokenSource(t)`
+ * then `connect()`. Each setter returns a new builder; the one it was called on is
+ * unchanged.
+ *
+ * (A builder rather than optional arguments: an optional foreign object does not cross
+ * uniffi-bindgen-react-native's runtime, which lowers only a present one.)
+ */
+public protocol ClientBuilderProtocol: AnyObject, Sendable {
+    
+    /**
+     * Connects, as [`connect`] does.
+     */
+    func connect() async throws  -> MeridianClient
+    
+    /**
+     * Keeps pending sends, cursors and the device key in the app's own store instead.
+     */
+    func store(store: AppStore)  -> ClientBuilder
+    
+    /**
+     * Asks `source` for tokens: before the first connect when the options' token is empty,
+     * ahead of expiry, and when the current one is rejected.
+     */
+    func tokenSource(source: TokenSource)  -> ClientBuilder
+    
+}
+/**
+ * A connect with the app's own parts: `ClientBuilder(options).store(s).tokenSource(t)`
+ * then `connect()`. Each setter returns a new builder; the one it was called on is
+ * unchanged.
+ *
+ * (A builder rather than optional arguments: an optional foreign object does not cross
+ * uniffi-bindgen-react-native's runtime, which lowers only a present one.)
+ */
+open class ClientBuilder: ClientBuilderProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_meridian_ffi_fn_clone_clientbuilder(self.handle, $0) }
+    }
+    /**
+     * A builder for `options`, with the store `options.store_dir` names (else memory) and
+     * no token source.
+     */
+public convenience init(options: ClientOptions) {
+    let handle =
+        try! rustCall() {
+    uniffi_meridian_ffi_fn_constructor_clientbuilder_new(
+        FfiConverterTypeClientOptions_lower(options),$0
+    )
+}
+    self.init(unsafeFromHandle: handle)
+}
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_meridian_ffi_fn_free_clientbuilder(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Connects, as [`connect`] does.
+     */
+open func connect()async throws  -> MeridianClient  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_meridian_ffi_fn_method_clientbuilder_connect(
+                    self.uniffiCloneHandle()
+                    
+                )
+            },
+            pollFunc: ffi_meridian_ffi_rust_future_poll_u64,
+            completeFunc: ffi_meridian_ffi_rust_future_complete_u64,
+            freeFunc: ffi_meridian_ffi_rust_future_free_u64,
+            liftFunc: FfiConverterTypeMeridianClient_lift,
+            errorHandler: FfiConverterTypeMeridianError_lift
+        )
+}
+    
+    /**
+     * Keeps pending sends, cursors and the device key in the app's own store instead.
+     */
+open func store(store: AppStore) -> ClientBuilder  {
+    return try!  FfiConverterTypeClientBuilder_lift(try! rustCall() {
+    uniffi_meridian_ffi_fn_method_clientbuilder_store(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeAppStore_lower(store),$0
+    )
+})
+}
+    
+    /**
+     * Asks `source` for tokens: before the first connect when the options' token is empty,
+     * ahead of expiry, and when the current one is rejected.
+     */
+open func tokenSource(source: TokenSource) -> ClientBuilder  {
+    return try!  FfiConverterTypeClientBuilder_lift(try! rustCall() {
+    uniffi_meridian_ffi_fn_method_clientbuilder_token_source(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeTokenSource_lower(source),$0
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeClientBuilder: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = ClientBuilder
+
+    public static func lift(_ handle: UInt64) throws -> ClientBuilder {
+        return ClientBuilder(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: ClientBuilder) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ClientBuilder {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: ClientBuilder, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClientBuilder_lift(_ handle: UInt64) throws -> ClientBuilder {
+    return try FfiConverterTypeClientBuilder.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClientBuilder_lower(_ value: ClientBuilder) -> UInt64 {
+    return FfiConverterTypeClientBuilder.lower(value)
+}
+
+
+
+
+
+
+/**
  * Hears every event of a client (see [`MeridianClient::subscribe`]). Called on an SDK
  * thread, one event at a time, in order: hand heavy work to your own threads.
  */
@@ -4199,54 +4394,6 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-fileprivate struct FfiConverterOptionTypeAppStore: FfiConverterRustBuffer {
-    typealias SwiftType = AppStore?
-
-    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
-        guard let value = value else {
-            writeInt(&buf, Int8(0))
-            return
-        }
-        writeInt(&buf, Int8(1))
-        FfiConverterTypeAppStore.write(value, into: &buf)
-    }
-
-    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
-        switch try readInt(&buf) as Int8 {
-        case 0: return nil
-        case 1: return try FfiConverterTypeAppStore.read(from: &buf)
-        default: throw UniffiInternalError.unexpectedOptionalTag
-        }
-    }
-}
-
-#if swift(>=5.8)
-@_documentation(visibility: private)
-#endif
-fileprivate struct FfiConverterOptionTypeTokenSource: FfiConverterRustBuffer {
-    typealias SwiftType = TokenSource?
-
-    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
-        guard let value = value else {
-            writeInt(&buf, Int8(0))
-            return
-        }
-        writeInt(&buf, Int8(1))
-        FfiConverterTypeTokenSource.write(value, into: &buf)
-    }
-
-    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
-        switch try readInt(&buf) as Int8 {
-        case 0: return nil
-        case 1: return try FfiConverterTypeTokenSource.read(from: &buf)
-        default: throw UniffiInternalError.unexpectedOptionalTag
-        }
-    }
-}
-
-#if swift(>=5.8)
-@_documentation(visibility: private)
-#endif
 fileprivate struct FfiConverterOptionTypeErrorInfo: FfiConverterRustBuffer {
     typealias SwiftType = ErrorInfo?
 
@@ -4417,13 +4564,15 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
 }
 /**
  * Connects: reads the federation document and the user's session from the directory and
- * restores pending sends from the store. Region connections open when first needed.
+ * restores pending sends from the store (files under `options.store_dir`, else memory).
+ * Region connections open when first needed. To pass a store or a token source of the
+ * app's own, use [`ClientBuilder`].
  */
-public func connect(options: ClientOptions, store: AppStore?, tokenSource: TokenSource?)async throws  -> MeridianClient  {
+public func connect(options: ClientOptions)async throws  -> MeridianClient  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
-                uniffi_meridian_ffi_fn_func_connect(FfiConverterTypeClientOptions_lower(options),FfiConverterOptionTypeAppStore.lower(store),FfiConverterOptionTypeTokenSource.lower(tokenSource)
+                uniffi_meridian_ffi_fn_func_connect(FfiConverterTypeClientOptions_lower(options)
                 )
             },
             pollFunc: ffi_meridian_ffi_rust_future_poll_u64,
@@ -4449,7 +4598,7 @@ private let initializationResult: InitializationResult = {
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
-    if (uniffi_meridian_ffi_checksum_func_connect() != 51032) {
+    if (uniffi_meridian_ffi_checksum_func_connect() != 50521) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_meridian_ffi_checksum_method_appstore_put() != 4377) {
@@ -4459,6 +4608,15 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_meridian_ffi_checksum_method_appstore_list() != 28375) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_meridian_ffi_checksum_method_clientbuilder_connect() != 57656) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_meridian_ffi_checksum_method_clientbuilder_store() != 49987) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_meridian_ffi_checksum_method_clientbuilder_token_source() != 61788) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_meridian_ffi_checksum_method_eventlistener_on_event() != 22785) {
@@ -4525,6 +4683,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_meridian_ffi_checksum_method_tokensource_fetch_token() != 35193) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_meridian_ffi_checksum_constructor_clientbuilder_new() != 41529) {
         return InitializationResult.apiChecksumMismatch
     }
 

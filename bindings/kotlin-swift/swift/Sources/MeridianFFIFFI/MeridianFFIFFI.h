@@ -337,6 +337,36 @@ void uniffi_meridian_ffi_fn_method_appstore_delete(uint64_t ptr, RustBuffer name
 RustBuffer uniffi_meridian_ffi_fn_method_appstore_list(uint64_t ptr, RustBuffer namespace, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_CLONE_CLIENTBUILDER
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_CLONE_CLIENTBUILDER
+uint64_t uniffi_meridian_ffi_fn_clone_clientbuilder(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_FREE_CLIENTBUILDER
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_FREE_CLIENTBUILDER
+void uniffi_meridian_ffi_fn_free_clientbuilder(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_CONSTRUCTOR_CLIENTBUILDER_NEW
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_CONSTRUCTOR_CLIENTBUILDER_NEW
+uint64_t uniffi_meridian_ffi_fn_constructor_clientbuilder_new(RustBuffer options, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_METHOD_CLIENTBUILDER_CONNECT
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_METHOD_CLIENTBUILDER_CONNECT
+uint64_t uniffi_meridian_ffi_fn_method_clientbuilder_connect(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_METHOD_CLIENTBUILDER_STORE
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_METHOD_CLIENTBUILDER_STORE
+uint64_t uniffi_meridian_ffi_fn_method_clientbuilder_store(uint64_t ptr, uint64_t store, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_METHOD_CLIENTBUILDER_TOKEN_SOURCE
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_METHOD_CLIENTBUILDER_TOKEN_SOURCE
+uint64_t uniffi_meridian_ffi_fn_method_clientbuilder_token_source(uint64_t ptr, uint64_t source, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_CLONE_EVENTLISTENER
 #define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_CLONE_EVENTLISTENER
 uint64_t uniffi_meridian_ffi_fn_clone_eventlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -509,7 +539,7 @@ RustBuffer uniffi_meridian_ffi_fn_method_tokensource_fetch_token(uint64_t ptr, R
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_FUNC_CONNECT
 #define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_FUNC_CONNECT
-uint64_t uniffi_meridian_ffi_fn_func_connect(RustBuffer options, RustBuffer store, RustBuffer token_source
+uint64_t uniffi_meridian_ffi_fn_func_connect(RustBuffer options
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_MERIDIAN_FFI_RUSTBUFFER_ALLOC
@@ -796,6 +826,24 @@ uint16_t uniffi_meridian_ffi_checksum_method_appstore_list(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_CLIENTBUILDER_CONNECT
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_CLIENTBUILDER_CONNECT
+uint16_t uniffi_meridian_ffi_checksum_method_clientbuilder_connect(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_CLIENTBUILDER_STORE
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_CLIENTBUILDER_STORE
+uint16_t uniffi_meridian_ffi_checksum_method_clientbuilder_store(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_CLIENTBUILDER_TOKEN_SOURCE
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_CLIENTBUILDER_TOKEN_SOURCE
+uint16_t uniffi_meridian_ffi_checksum_method_clientbuilder_token_source(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_EVENTLISTENER_ON_EVENT
 #define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_EVENTLISTENER_ON_EVENT
 uint16_t uniffi_meridian_ffi_checksum_method_eventlistener_on_event(void
@@ -925,6 +973,12 @@ uint16_t uniffi_meridian_ffi_checksum_method_subscription_cancel(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_TOKENSOURCE_FETCH_TOKEN
 #define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_TOKENSOURCE_FETCH_TOKEN
 uint16_t uniffi_meridian_ffi_checksum_method_tokensource_fetch_token(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_CONSTRUCTOR_CLIENTBUILDER_NEW
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_CONSTRUCTOR_CLIENTBUILDER_NEW
+uint16_t uniffi_meridian_ffi_checksum_constructor_clientbuilder_new(void
     
 );
 #endif

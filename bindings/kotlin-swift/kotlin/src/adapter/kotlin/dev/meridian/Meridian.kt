@@ -7,6 +7,7 @@
 package dev.meridian
 
 import dev.meridian.ffi.AppStore
+import dev.meridian.ffi.ClientBuilder
 import dev.meridian.ffi.ClientOptions
 import dev.meridian.ffi.Event
 import dev.meridian.ffi.EventListener
@@ -38,11 +39,12 @@ object Meridian {
         storeDir: String? = null,
         store: AppStore? = null,
         tokenSource: TokenSource? = null,
-    ): MeridianClient = dev.meridian.ffi.connect(
-        ClientOptions(directoryUrl, token, federationKeys, storeDir),
-        store,
-        tokenSource,
-    )
+    ): MeridianClient {
+        var builder = ClientBuilder(ClientOptions(directoryUrl, token, federationKeys, storeDir))
+        store?.let { builder = builder.store(it) }
+        tokenSource?.let { builder = builder.tokenSource(it) }
+        return builder.connect()
+    }
 }
 
 /**

@@ -729,6 +729,12 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_meridian_ffi_checksum_method_appstore_list(
     ): Int
+    external fun uniffi_meridian_ffi_checksum_method_clientbuilder_connect(
+    ): Int
+    external fun uniffi_meridian_ffi_checksum_method_clientbuilder_store(
+    ): Int
+    external fun uniffi_meridian_ffi_checksum_method_clientbuilder_token_source(
+    ): Int
     external fun uniffi_meridian_ffi_checksum_method_eventlistener_on_event(
     ): Int
     external fun uniffi_meridian_ffi_checksum_method_meridianclient_cancel_send(
@@ -773,6 +779,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_meridian_ffi_checksum_method_tokensource_fetch_token(
     ): Int
+    external fun uniffi_meridian_ffi_checksum_constructor_clientbuilder_new(
+    ): Int
     external fun ffi_meridian_ffi_uniffi_contract_version(
     ): Int
 
@@ -806,6 +814,18 @@ external fun uniffi_meridian_ffi_fn_method_appstore_delete(`ptr`: Long,`namespac
 ): Unit
 external fun uniffi_meridian_ffi_fn_method_appstore_list(`ptr`: Long,`namespace`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
+external fun uniffi_meridian_ffi_fn_clone_clientbuilder(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+): Long
+external fun uniffi_meridian_ffi_fn_free_clientbuilder(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
+external fun uniffi_meridian_ffi_fn_constructor_clientbuilder_new(`options`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): Long
+external fun uniffi_meridian_ffi_fn_method_clientbuilder_connect(`ptr`: Long,
+): Long
+external fun uniffi_meridian_ffi_fn_method_clientbuilder_store(`ptr`: Long,`store`: Long,uniffi_out_err: UniffiRustCallStatus, 
+): Long
+external fun uniffi_meridian_ffi_fn_method_clientbuilder_token_source(`ptr`: Long,`source`: Long,uniffi_out_err: UniffiRustCallStatus, 
+): Long
 external fun uniffi_meridian_ffi_fn_clone_eventlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
 ): Long
 external fun uniffi_meridian_ffi_fn_free_eventlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -874,7 +894,7 @@ external fun uniffi_meridian_ffi_fn_init_callback_vtable_tokensource(`vtable`: U
 ): Unit
 external fun uniffi_meridian_ffi_fn_method_tokensource_fetch_token(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
-external fun uniffi_meridian_ffi_fn_func_connect(`options`: RustBuffer.ByValue,`store`: RustBuffer.ByValue,`tokenSource`: RustBuffer.ByValue,
+external fun uniffi_meridian_ffi_fn_func_connect(`options`: RustBuffer.ByValue,
 ): Long
 external fun ffi_meridian_ffi_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
@@ -995,7 +1015,7 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
-    if (lib.uniffi_meridian_ffi_checksum_func_connect() != 51032) {
+    if (lib.uniffi_meridian_ffi_checksum_func_connect() != 50521) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_meridian_ffi_checksum_method_appstore_put() != 4377) {
@@ -1005,6 +1025,15 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_meridian_ffi_checksum_method_appstore_list() != 28375) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_meridian_ffi_checksum_method_clientbuilder_connect() != 57656) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_meridian_ffi_checksum_method_clientbuilder_store() != 49987) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_meridian_ffi_checksum_method_clientbuilder_token_source() != 61788) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_meridian_ffi_checksum_method_eventlistener_on_event() != 22785) {
@@ -1071,6 +1100,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_meridian_ffi_checksum_method_tokensource_fetch_token() != 35193) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_meridian_ffi_checksum_constructor_clientbuilder_new() != 41529) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -1849,6 +1881,342 @@ public object FfiConverterTypeAppStore: FfiConverter<AppStore, Long> {
     override fun allocationSize(value: AppStore) = 8UL
 
     override fun write(value: AppStore, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * A connect with the app's own parts: `ClientBuilder(options).store(s).tokenSource(t)`
+ * then `connect()`. Each setter returns a new builder; the one it was called on is
+ * unchanged.
+ *
+ * (A builder rather than optional arguments: an optional foreign object does not cross
+ * uniffi-bindgen-react-native's runtime, which lowers only a present one.)
+ */
+public interface ClientBuilderInterface {
+    
+    /**
+     * Connects, as [`connect`] does.
+     */
+    suspend fun `connect`(): MeridianClient
+    
+    /**
+     * Keeps pending sends, cursors and the device key in the app's own store instead.
+     */
+    fun `store`(`store`: AppStore): ClientBuilder
+    
+    /**
+     * Asks `source` for tokens: before the first connect when the options' token is empty,
+     * ahead of expiry, and when the current one is rejected.
+     */
+    fun `tokenSource`(`source`: TokenSource): ClientBuilder
+    
+    companion object
+}
+
+/**
+ * A connect with the app's own parts: `ClientBuilder(options).store(s).tokenSource(t)`
+ * then `connect()`. Each setter returns a new builder; the one it was called on is
+ * unchanged.
+ *
+ * (A builder rather than optional arguments: an optional foreign object does not cross
+ * uniffi-bindgen-react-native's runtime, which lowers only a present one.)
+ */
+open class ClientBuilder: Disposable, AutoCloseable, ClientBuilderInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+    /**
+     * A builder for `options`, with the store `options.store_dir` names (else memory) and
+     * no token source.
+     */
+    constructor(`options`: ClientOptions) :
+        this(UniffiWithHandle, 
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_meridian_ffi_fn_constructor_clientbuilder_new(
+    
+        FfiConverterTypeClientOptions.lower(`options`),_status)
+}
+    )
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_meridian_ffi_fn_free_clientbuilder(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_meridian_ffi_fn_clone_clientbuilder(handle, status)
+        }
+    }
+
+    
+    /**
+     * Connects, as [`connect`] does.
+     */
+    @Throws(MeridianException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `connect`() : MeridianClient {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_meridian_ffi_fn_method_clientbuilder_connect(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_meridian_ffi_rust_future_poll_u64(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_meridian_ffi_rust_future_complete_u64(future, continuation) },
+        { future -> UniffiLib.ffi_meridian_ffi_rust_future_free_u64(future) },
+        // lift function
+        { FfiConverterTypeMeridianClient.lift(it) },
+        // Error FFI converter
+        MeridianException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Keeps pending sends, cursors and the device key in the app's own store instead.
+     */override fun `store`(`store`: AppStore): ClientBuilder {
+            return FfiConverterTypeClientBuilder.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_meridian_ffi_fn_method_clientbuilder_store(
+        it,
+        FfiConverterTypeAppStore.lower(`store`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Asks `source` for tokens: before the first connect when the options' token is empty,
+     * ahead of expiry, and when the current one is rejected.
+     */override fun `tokenSource`(`source`: TokenSource): ClientBuilder {
+            return FfiConverterTypeClientBuilder.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_meridian_ffi_fn_method_clientbuilder_token_source(
+        it,
+        FfiConverterTypeTokenSource.lower(`source`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeClientBuilder: FfiConverter<ClientBuilder, Long> {
+    override fun lower(value: ClientBuilder): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): ClientBuilder {
+        return ClientBuilder(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): ClientBuilder {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: ClientBuilder) = 8UL
+
+    override fun write(value: ClientBuilder, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }
@@ -5924,70 +6292,6 @@ public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?>
 /**
  * @suppress
  */
-public object FfiConverterOptionalTypeAppStore: FfiConverterRustBuffer<AppStore?> {
-    override fun read(buf: ByteBuffer): AppStore? {
-        if (buf.get().toInt() == 0) {
-            return null
-        }
-        return FfiConverterTypeAppStore.read(buf)
-    }
-
-    override fun allocationSize(value: AppStore?): ULong {
-        if (value == null) {
-            return 1UL
-        } else {
-            return 1UL + FfiConverterTypeAppStore.allocationSize(value)
-        }
-    }
-
-    override fun write(value: AppStore?, buf: ByteBuffer) {
-        if (value == null) {
-            buf.put(0)
-        } else {
-            buf.put(1)
-            FfiConverterTypeAppStore.write(value, buf)
-        }
-    }
-}
-
-
-
-
-/**
- * @suppress
- */
-public object FfiConverterOptionalTypeTokenSource: FfiConverterRustBuffer<TokenSource?> {
-    override fun read(buf: ByteBuffer): TokenSource? {
-        if (buf.get().toInt() == 0) {
-            return null
-        }
-        return FfiConverterTypeTokenSource.read(buf)
-    }
-
-    override fun allocationSize(value: TokenSource?): ULong {
-        if (value == null) {
-            return 1UL
-        } else {
-            return 1UL + FfiConverterTypeTokenSource.allocationSize(value)
-        }
-    }
-
-    override fun write(value: TokenSource?, buf: ByteBuffer) {
-        if (value == null) {
-            buf.put(0)
-        } else {
-            buf.put(1)
-            FfiConverterTypeTokenSource.write(value, buf)
-        }
-    }
-}
-
-
-
-
-/**
- * @suppress
- */
 public object FfiConverterOptionalTypeErrorInfo: FfiConverterRustBuffer<ErrorInfo?> {
     override fun read(buf: ByteBuffer): ErrorInfo? {
         if (buf.get().toInt() == 0) {
@@ -6135,13 +6439,15 @@ public object FfiConverterSequenceTypeStoreRecord: FfiConverterRustBuffer<List<S
 
         /**
          * Connects: reads the federation document and the user's session from the directory and
-         * restores pending sends from the store. Region connections open when first needed.
+         * restores pending sends from the store (files under `options.store_dir`, else memory).
+         * Region connections open when first needed. To pass a store or a token source of the
+         * app's own, use [`ClientBuilder`].
          */
     @Throws(MeridianException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-     suspend fun `connect`(`options`: ClientOptions, `store`: AppStore?, `tokenSource`: TokenSource?) : MeridianClient {
+     suspend fun `connect`(`options`: ClientOptions) : MeridianClient {
         return uniffiRustCallAsync(
-        UniffiLib.uniffi_meridian_ffi_fn_func_connect(FfiConverterTypeClientOptions.lower(`options`),FfiConverterOptionalTypeAppStore.lower(`store`),FfiConverterOptionalTypeTokenSource.lower(`tokenSource`),),
+        UniffiLib.uniffi_meridian_ffi_fn_func_connect(FfiConverterTypeClientOptions.lower(`options`),),
         { future, callback, continuation -> UniffiLib.ffi_meridian_ffi_rust_future_poll_u64(future, callback, continuation) },
         { future, continuation -> UniffiLib.ffi_meridian_ffi_rust_future_complete_u64(future, continuation) },
         { future -> UniffiLib.ffi_meridian_ffi_rust_future_free_u64(future) },

@@ -25,6 +25,10 @@ const USAGE: &str = "usage: devserver [options]
   --retention <n>        every region keeps at most <n> messages per space
   --ready-line           once serving, print one line `READY {json}` on stdout with
                          \"directory_url\" and \"regions\" (region id -> socket URL)
+  --advertise <region>=<url>
+                         the federation document sends clients of <region> to <url>
+                         (ws:// or wss://) instead: another Socket.IO server, a proxy
+                         (repeatable)
 ";
 
 /// The demo federation's base port: directory 7700, regions 7701, 7702, 7703.
@@ -39,6 +43,7 @@ struct Args {
     data_dir: Option<PathBuf>,
     retention: Option<usize>,
     ready_line: bool,
+    advertise: Vec<(String, String)>,
 }
 
 /// Parses the flags (without the program name). `Err("")` asks for the usage text.
@@ -78,6 +83,13 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 );
             }
             "--ready-line" => parsed.ready_line = true,
+            "--advertise" => {
+                let v = value("--advertise", &mut it)?;
+                let (region, url) = v
+                    .split_once('=')
+                    .ok_or_else(|| format!("--advertise: expected <region>=<url>, got {v:?}"))?;
+                parsed.advertise.push((region.to_owned(), url.to_owned()));
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -248,6 +260,16 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for (region, url) in &args.advertise {
+        let advertised = meridian::model::RegionId::new(region)
+            .map_err(|e| DevserverError::InvalidInput(format!("--advertise {region}: {e}")))
+            .and_then(|id| fed.advertise_region(&id, Some(url.clone())));
+        if let Err(e) = advertised {
+            tracing::error!("{e}");
+            fed.shutdown().await;
+            return ExitCode::FAILURE;
+        }
+    }
     announce(&fed, args.config.is_none(), args.ready_line);
     stop_requested().await;
     fed.shutdown().await;
@@ -277,8 +299,14 @@ mod tests {
             "--retention",
             "50",
             "--ready-line",
+            "--advertise",
+            "eu-west=ws://127.0.0.1:9300",
         ])
         .unwrap();
+        assert_eq!(
+            a.advertise,
+            vec![("eu-west".to_owned(), "ws://127.0.0.1:9300".to_owned())]
+        );
         assert_eq!(a.ports_from, Some(9000));
         assert!(a.ready_line);
         let c = configure(&a).unwrap();
@@ -298,6 +326,8 @@ mod tests {
             &["--retention", "-1"],
             &["--data-dir"],
             &["--ephemeral-ports", "--ports-from", "9000"],
+            &["--advertise", "eu-west"],
+            &["--advertise"],
             &["--frobnicate"],
         ] {
             let err = parse(bad).unwrap_err();

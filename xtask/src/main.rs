@@ -8,6 +8,7 @@
 //!   uniffi-bindgen-react-native generates, in `bindings/react-native/`.
 //! - `react-native`: the React Native module's C++ compiled and linked against JSI, its
 //!   TypeScript API run in Node against the devserver.
+//! - `bench`: the benchmarks side by side (BENCHMARKS.md).
 //! - `dist web`: the npm package in `bindings/ts/` (wasm-bindgen, wasm-opt, TypeScript),
 //!   with the wasm's size against its budget.
 //!
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+mod bench;
 mod mobile;
 mod web;
 
@@ -34,7 +36,8 @@ commands:
   test    setup, then fmt, clippy, wasm32 checks, all tests, the quickstart; stops at the first failure
   dist web  build the npm package (bindings/ts) and report the wasm's size
   dist mobile  build the native library and regenerate the Kotlin, Swift and React Native sources
-  react-native  compile the React Native module's C++ against JSI and run its TypeScript in Node";
+  react-native  compile the React Native module's C++ against JSI and run its TypeScript in Node
+  bench   the benchmarks side by side; writes BENCHMARKS.md, bench/results.json, bench/results.svg";
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
@@ -57,6 +60,9 @@ fn main() -> ExitCode {
         ["dist", "mobile"] => Run::new("dist mobile").finish(mobile::dist),
         // What `test` runs: the React Native module's C++ compiled, its TypeScript in Node.
         ["react-native"] => Run::new("react-native").finish(mobile::react_native),
+        ["bench"] => Run::new("bench").finish(|run| bench::bench(run, false)),
+        // The same, with few messages and one run: checks the suite works, measures nothing.
+        ["bench", "--quick"] => Run::new("bench").finish(|run| bench::bench(run, true)),
         // What `test` runs: the committed Kotlin and Swift sources are what the library makes.
         ["dist", "mobile", "--check"] => Run::new("dist mobile").finish(mobile::check),
         // What `test` runs: the same build, failing when the wasm is over its size budget.
@@ -205,7 +211,7 @@ fn core_tests_on_wasm(name: &str) -> Step {
 }
 
 /// `cargo xtask setup`: each requirement is checked first and installed only when missing.
-fn setup(run: &mut Run) -> Result<(), Failure> {
+pub(crate) fn setup(run: &mut Run) -> Result<(), Failure> {
     let installed_targets = capture("rustup", &["target", "list", "--installed"]).map_err(|e| {
         run.fail(
             "wasm32 target",

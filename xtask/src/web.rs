@@ -166,6 +166,15 @@ pub fn dist(run: &mut Run, enforce: bool) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The wasm of the last `dist`: (raw, gzipped) bytes.
+pub fn built_wasm_sizes() -> Result<(u64, u64), String> {
+    let wasm = package_dir().join("wasm/meridian_wasm_bg.wasm");
+    let raw = fs::metadata(&wasm)
+        .map_err(|e| format!("{}: {e}", wasm.display()))?
+        .len();
+    Ok((raw, gzip_size(&wasm)?))
+}
+
 fn kb(bytes: u64) -> String {
     format!("{:.1} KB", bytes as f64 / 1000.0)
 }

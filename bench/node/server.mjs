@@ -1,6 +1,7 @@
 // The official Node socket.io server, answering the Meridian requests the benchmarks make
 // (PROTOCOL.md) with ack handlers and as little work as that takes: `message:send` numbers
-// each space's messages and acks a receipt; `space:join` acks the space's head; anything
+// each space's messages and acks a receipt (`message:send_batch` a receipt per send, in
+// order); `space:join` acks the space's head; anything
 // else with an ack (`inbox:subscribe`, `presence:set`, ...) is acked `{"ok": {}}`. Every
 // socket is accepted (no token check). Nothing is stored.
 //
@@ -15,6 +16,14 @@ const io = new Server(httpServer, { transports: ["websocket"] });
 const heads = new Map();
 let sent = 0;
 
+/** Numbers a send in its space; its receipt. */
+function store(send) {
+  const seq = (heads.get(send.space) ?? 0) + 1;
+  heads.set(send.space, seq);
+  sent += 1;
+  return { message_id: `node-${sent}`, seq, sent_at_ms: Date.now() };
+}
+
 io.on("connection", (socket) => {
   socket.onAny((event, ...args) => {
     const ack = args[args.length - 1];
@@ -23,13 +32,12 @@ io.on("connection", (socket) => {
     }
     const request = args[0] ?? {};
     switch (event) {
-      case "message:send": {
-        const seq = (heads.get(request.space) ?? 0) + 1;
-        heads.set(request.space, seq);
-        sent += 1;
-        ack({ ok: { message_id: `node-${sent}`, seq, sent_at_ms: Date.now() } });
+      case "message:send":
+        ack({ ok: store(request) });
         break;
-      }
+      case "message:send_batch":
+        ack({ ok: { receipts: (request.messages ?? []).map(store) } });
+        break;
       case "space:join": {
         const head = heads.get(request.space) ?? 0;
         ack({

@@ -25,8 +25,8 @@ use meridian::model::{RegionId, SpaceId, UserId, validate_body};
 use meridian::policy;
 use meridian::protocol::{
     Auth, DmCreateRequest, Empty, ErrorBody, HistoryReply, HistoryRequest, JoinRequest,
-    LeaveRequest, MAX_PAGE, PROTOCOL_VERSION, PresenceEvent, PresenceRequest, Reply, SendRequest,
-    TypingEvent, event,
+    LeaveRequest, MAX_BATCH, MAX_PAGE, PROTOCOL_VERSION, PresenceEvent, PresenceRequest, Reply,
+    SendBatchReply, SendBatchRequest, SendRequest, TypingEvent, event,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -530,6 +530,10 @@ async fn handle(ctx: &Arc<RegionCtx>, conn: &Conn, job: Job) {
             Ok(req) => send(ctx, conn, &socket, req, r).await,
             Err(e) => r.err(e),
         },
+        event::MESSAGE_SEND_BATCH => match arg::<SendBatchRequest>(&name, args) {
+            Ok(req) => send_batch(ctx, conn, &socket, req, r).await,
+            Err(e) => r.err(e),
+        },
         event::HISTORY => {
             r.done(arg::<HistoryRequest>(&name, args).and_then(|req| history(ctx, conn, req)))
         }
@@ -635,42 +639,37 @@ async fn join(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: JoinRequest
     r.ok(reply);
 }
 
-async fn send(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: SendRequest, r: Responder) {
+/// A send checked and opened: what to store, where, and whether deliveries are sealed.
+struct Prepared {
+    req: SendRequest,
+    record: SpaceRecord,
+    seal: bool,
+}
+
+/// Checks a send (its text, and the same access as joining) and opens a sealed one.
+fn prepare(ctx: &RegionCtx, conn: &Conn, req: SendRequest) -> Result<Prepared, ErrorBody> {
     // Exactly one of `body` and `sealed` carries the text.
     if req.sealed.is_some() && !req.body.is_empty() {
-        return r.err(invalid(
+        return Err(invalid(
             "a send carries its text in `body` or in `sealed`, never both",
         ));
     }
-    if req.sealed.is_none()
-        && let Err(e) = validate_body(&req.body)
-    {
-        return r.err(ErrorBody::from(&e));
+    if req.sealed.is_none() {
+        validate_body(&req.body).map_err(|e| ErrorBody::from(&e))?;
     }
     // Sending needs the same access as joining (not_found, policy_violation, moved,
     // unauthorized for a DM of others), not a subscription: an app may post to a space
     // whose messages it doesn't follow, and a send restored after a restart must not
     // make its client follow a space it left.
-    if let Err(e) = access(ctx, conn, &req.space) {
-        return r.err(e);
-    }
-    let Some(record) = ctx.shared.space(&req.space) else {
-        return r.err(error(ErrorCode::NotFound, format!("space {}", req.space)));
-    };
+    let record = access(ctx, conn, &req.space)?;
     let seal = policy::must_seal_in_transit(record.location.residency);
     let req = match &req.sealed {
-        None if seal => return r.err(sealing::plaintext_refused(&ctx.id)),
+        None if seal => return Err(sealing::plaintext_refused(&ctx.id)),
         None => req,
         Some(sealed) => {
             let key = ctx.store.key_pair();
-            let text = match sealing::open_send(&ctx.id, &key, &req.space, req.key.as_str(), sealed)
-            {
-                Ok(text) => text,
-                Err(e) => return r.err(e),
-            };
-            if let Err(e) = validate_body(&text) {
-                return r.err(ErrorBody::from(&e));
-            }
+            let text = sealing::open_send(&ctx.id, &key, &req.space, req.key.as_str(), sealed)?;
+            validate_body(&text).map_err(|e| ErrorBody::from(&e))?;
             // Stored in the clear: at rest inside the region that houses the space.
             SendRequest {
                 body: text,
@@ -679,26 +678,101 @@ async fn send(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: SendRequest
             }
         }
     };
-    let stored = {
-        let _order = ctx.order.lock().await;
-        match ctx.store.append(&req, conn.user()) {
-            Append::Failed(why) => return r.err(error(ErrorCode::Internal, why)),
-            Append::Duplicate(receipt) => {
-                tracing::debug!(region = %ctx.id, space = %req.space, key = %req.key, "duplicate send");
-                return r.ok(receipt);
-            }
-            Append::Stored(message, receipt) => {
-                tracing::debug!(
-                    region = %ctx.id, space = %req.space, seq = message.seq,
-                    trace = req.trace.as_deref().unwrap_or(""), "message stored"
-                );
-                r.ok(receipt);
-                broadcast(ctx, socket, &message, seal).await;
-                message
+    Ok(Prepared { req, record, seal })
+}
+
+/// Stores a prepared send (or finds it stored under its key): its receipt, and the message
+/// when it is new (to broadcast).
+fn store(
+    ctx: &RegionCtx,
+    conn: &Conn,
+    p: &Prepared,
+) -> Result<
+    (
+        meridian::model::SendReceipt,
+        Option<meridian::model::Message>,
+    ),
+    ErrorBody,
+> {
+    match ctx.store.append(&p.req, conn.user()) {
+        Append::Failed(why) => Err(error(ErrorCode::Internal, why)),
+        Append::Duplicate(receipt) => {
+            tracing::debug!(region = %ctx.id, space = %p.req.space, key = %p.req.key, "duplicate send");
+            Ok((receipt, None))
+        }
+        Append::Stored(message, receipt) => {
+            tracing::debug!(
+                region = %ctx.id, space = %p.req.space, seq = message.seq,
+                trace = p.req.trace.as_deref().unwrap_or(""), "message stored"
+            );
+            Ok((receipt, Some(*message)))
+        }
+    }
+}
+
+async fn send(ctx: &RegionCtx, conn: &Conn, socket: &SocketRef, req: SendRequest, r: Responder) {
+    let prepared = match prepare(ctx, conn, req) {
+        Ok(p) => p,
+        Err(e) => return r.err(e),
+    };
+    let _order = ctx.order.lock().await;
+    match store(ctx, conn, &prepared) {
+        Err(e) => r.err(e),
+        Ok((receipt, None)) => r.ok(receipt),
+        Ok((receipt, Some(message))) => {
+            r.ok(receipt);
+            broadcast(ctx, socket, &message, prepared.seal).await;
+            notify::message_stored(ctx, &prepared.record, &message);
+        }
+    }
+}
+
+/// `message:send_batch`: every send checked (and opened) before any is stored, then all
+/// stored in the order listed, acked together, and broadcast in that order.
+async fn send_batch(
+    ctx: &RegionCtx,
+    conn: &Conn,
+    socket: &SocketRef,
+    batch: SendBatchRequest,
+    r: Responder,
+) {
+    if batch.messages.is_empty() || batch.messages.len() > MAX_BATCH {
+        return r.err(invalid(format!(
+            "a batch holds 1 to {MAX_BATCH} sends, not {}",
+            batch.messages.len()
+        )));
+    }
+    let mut prepared = Vec::with_capacity(batch.messages.len());
+    for req in batch.messages {
+        if req.space != batch.space {
+            return r.err(invalid(format!(
+                "a send to {} in a batch for {}",
+                req.space, batch.space
+            )));
+        }
+        match prepare(ctx, conn, req) {
+            Ok(p) => prepared.push(p),
+            Err(e) => return r.err(e),
+        }
+    }
+    let _order = ctx.order.lock().await;
+    let mut receipts = Vec::with_capacity(prepared.len());
+    let mut stored = Vec::new();
+    for p in &prepared {
+        match store(ctx, conn, p) {
+            // Those before it are stored: sent again with the same keys, they are found.
+            Err(e) => return r.err(e),
+            Ok((receipt, message)) => {
+                receipts.push(receipt);
+                stored.extend(message.map(|m| (m, p)));
             }
         }
-    };
-    notify::message_stored(ctx, &record, &stored);
+    }
+    r.ok(SendBatchReply { receipts });
+    for (message, p) in stored {
+        broadcast(ctx, socket, &message, p.seal).await;
+        notify::message_stored(ctx, &p.record, &message);
+    }
 }
 
 /// Marks a socket that missed a message and is being disconnected.

@@ -24,7 +24,7 @@ use crate::model::{
 };
 use crate::outbox::{Outbox, OutboxEntry, Settled};
 use crate::policy;
-use crate::protocol::TypingEvent;
+use crate::protocol::{MAX_BATCH, SendBatchRequest, TypingEvent};
 use crate::secret::{self, Secret};
 use crate::session::{
     ConnId, ConnectionState, Cursor, Output, RegionSession, Request, RequestId, Response,
@@ -239,16 +239,16 @@ pub(crate) struct Engine {
     unpersisted: HashMap<u64, Option<oneshot::Sender<Result<Accepted>>>>,
     /// Entries handed out by the outbox while still unpersisted.
     parked: BTreeMap<u64, OutboxEntry>,
-    /// Session requests that carry an outbox entry.
-    send_requests: HashMap<RequestId, u64>,
+    /// Session requests that carry outbox entries (one, or a batch of one space's, in order).
+    send_requests: HashMap<RequestId, Vec<u64>>,
     /// Who waits for each entry's outcome.
     send_waiters: HashMap<u64, Vec<oneshot::Sender<Result<SendReceipt>>>>,
     /// Where the spaces of sends are housed, as last located.
     locations: HashMap<SpaceId, (SpaceLocation, Region)>,
     /// Spaces whose content must travel sealed (data sovereignty).
     sealed_spaces: std::collections::HashSet<SpaceId>,
-    /// Entries whose space could not be located yet.
-    unlocated: BTreeMap<u64, OutboxEntry>,
+    /// Batches whose space could not be located yet, by their first entry's order.
+    unlocated: BTreeMap<u64, Vec<OutboxEntry>>,
     locate_retry_at: Option<crate::time::Instant>,
     /// Cursors from an earlier run, applied when their space is first used.
     restored_cursors: HashMap<SpaceId, Cursor>,
@@ -383,8 +383,8 @@ impl Engine {
                     }
                     if self.locate_retry_at.is_some_and(|t| now >= t) {
                         self.locate_retry_at = None;
-                        for entry in std::mem::take(&mut self.unlocated).into_values() {
-                            self.dispatch(entry);
+                        for batch in std::mem::take(&mut self.unlocated).into_values() {
+                            self.dispatch(batch);
                         }
                     }
                     if self.cursor_flush_at.is_some_and(|t| now >= t) {
@@ -614,7 +614,7 @@ impl Engine {
                     let _ = waiter.send(Ok(Accepted { entry, outcome: rx }));
                 }
                 if let Some(entry) = self.parked.remove(&order) {
-                    self.dispatch(entry);
+                    self.dispatch(vec![entry]);
                 }
             }
             Err(e) => {
@@ -628,25 +628,35 @@ impl Engine {
         }
     }
 
-    /// Submits every send whose turn has come.
+    /// Submits every send whose turn has come: per space, the sends waiting go together
+    /// (up to [`MAX_BATCH`]), so that one round trip carries them in order.
     fn pump(&mut self) {
-        for entry in self.outbox.take_ready() {
-            if self.unpersisted.contains_key(&entry.order) {
-                self.parked.insert(entry.order, entry);
-            } else {
-                self.dispatch(entry);
+        let unpersisted = &self.unpersisted;
+        let batches = self
+            .outbox
+            .take_ready(MAX_BATCH, |order| !unpersisted.contains_key(&order));
+        for batch in batches {
+            match batch.as_slice() {
+                // Not durable yet: it leaves once it is.
+                [entry] if self.unpersisted.contains_key(&entry.order) => {
+                    self.parked.insert(entry.order, entry.clone());
+                }
+                _ => self.dispatch(batch),
             }
         }
     }
 
-    /// Sends an entry to its space's region, locating the space first if needed.
-    fn dispatch(&mut self, entry: OutboxEntry) {
-        let Some((loc, region)) = self.locations.get(&entry.space).cloned() else {
+    /// Sends a batch (one space's sends, in order) to the space's region, locating the
+    /// space first if needed.
+    fn dispatch(&mut self, batch: Vec<OutboxEntry>) {
+        let Some(first) = batch.first() else {
+            return;
+        };
+        let (order, space) = (first.order, first.space.clone());
+        let Some((loc, region)) = self.locations.get(&space).cloned() else {
             let directory = self.directory.clone();
             let io = self.io_tx.clone();
-            let order = entry.order;
-            let space = entry.space.clone();
-            self.unlocated.insert(order, entry);
+            self.unlocated.insert(order, batch);
             self.driver.spawn(Box::pin(async move {
                 let result = directory.locate_space_region(&space).await;
                 let _ = io.unbounded_send(Io::Located(order, result));
@@ -658,68 +668,107 @@ impl Engine {
             Err(e) => {
                 self.publish(Event::PolicyBlocked {
                     region: loc.region.clone(),
-                    space: Some(entry.space.clone()),
+                    space: Some(space),
                     reason: e.to_string(),
                 });
-                self.settle(entry.order, Err(e));
+                self.settle_all(&batch, &e);
                 return;
             }
         };
-        let mut request = entry.request();
-        if decision.seal {
-            self.sealed_spaces.insert(entry.space.clone());
-            match seal_for(&region, &entry) {
-                Ok(sealed) => {
-                    request.body = String::new();
-                    request.sealed = Some(sealed);
-                }
-                Err(e) => {
-                    self.settle(entry.order, Err(e));
-                    return;
+        let mut requests = Vec::with_capacity(batch.len());
+        for entry in &batch {
+            let mut request = entry.request();
+            if decision.seal {
+                self.sealed_spaces.insert(space.clone());
+                match seal_for(&region, entry) {
+                    Ok(sealed) => {
+                        request.body = String::new();
+                        request.sealed = Some(sealed);
+                    }
+                    Err(e) => {
+                        self.settle_all(&batch, &e);
+                        return;
+                    }
                 }
             }
+            requests.push(request);
         }
-        self.space_regions
-            .insert(entry.space.clone(), loc.region.clone());
+        self.space_regions.insert(space.clone(), loc.region.clone());
+        let request = match requests.pop() {
+            Some(only) if requests.is_empty() => Request::Send(only),
+            Some(last) => {
+                requests.push(last);
+                Request::SendBatch(SendBatchRequest {
+                    space,
+                    messages: requests,
+                })
+            }
+            None => return,
+        };
         let now = self.driver.now();
-        let id = self.submit(&region, Request::Send(request), now);
-        self.send_requests.insert(id, entry.order);
+        let id = self.submit(&region, request, now);
+        self.send_requests
+            .insert(id, batch.iter().map(|e| e.order).collect());
+    }
+
+    /// Settles every entry of a batch with the same error, in order.
+    fn settle_all(&mut self, batch: &[OutboxEntry], error: &Error) {
+        for entry in batch {
+            self.settle(entry.order, Err(error.clone()));
+        }
     }
 
     fn on_located(&mut self, order: u64, result: Result<(SpaceLocation, Region)>) {
-        let Some(entry) = self.unlocated.remove(&order) else {
+        let Some(batch) = self.unlocated.remove(&order) else {
+            return;
+        };
+        let Some(space) = batch.first().map(|e| e.space.clone()) else {
             return;
         };
         match result {
             Ok(located) => {
-                self.locations.insert(entry.space.clone(), located);
-                self.dispatch(entry);
+                self.locations.insert(space, located);
+                self.dispatch(batch);
             }
             Err(e) if e.is_transient() => {
-                tracing::debug!(space = %entry.space, error = %e, "cannot locate a send's space yet");
-                self.unlocated.insert(order, entry);
+                tracing::debug!(space = %space, error = %e, "cannot locate a send's space yet");
+                self.unlocated.insert(order, batch);
                 let at = self.driver.now() + LOCATE_RETRY;
                 self.locate_retry_at.get_or_insert(at);
             }
-            Err(e) => self.settle(order, Err(e)),
+            Err(e) => self.settle_all(&batch, &e),
         }
     }
 
-    fn on_send_reply(&mut self, order: u64, result: Result<Response>) {
-        let result = result.and_then(|r| match r {
-            Response::Sent(receipt) => Ok(receipt),
-            other => Err(Error::Protocol(format!("unexpected answer {other:?}"))),
-        });
-        if let Err(Error::Moved(_)) = &result
-            && let Some(entry) = self.outbox.get(order).cloned()
-        {
-            // Ask the directory again; the entry stays in flight meanwhile.
-            self.locations.remove(&entry.space);
-            self.directory.forget_space(&entry.space);
-            self.dispatch(entry);
-            return;
+    fn on_send_reply(&mut self, orders: Vec<u64>, result: Result<Response>) {
+        let count = orders.len();
+        let results: Vec<Result<SendReceipt>> = match result {
+            Ok(Response::Sent(receipt)) if count == 1 => vec![Ok(receipt)],
+            Ok(Response::SentBatch(receipts)) if receipts.len() == count => {
+                receipts.into_iter().map(Ok).collect()
+            }
+            Ok(other) => {
+                let e = Error::Protocol(format!("unexpected answer {other:?}"));
+                vec![Err(e); count]
+            }
+            Err(e) => vec![Err(e); count],
+        };
+        if results.iter().any(|r| matches!(r, Err(Error::Moved(_)))) {
+            // Ask the directory again; the entries stay in flight meanwhile.
+            let batch: Vec<OutboxEntry> = orders
+                .iter()
+                .filter_map(|o| self.outbox.get(*o).cloned())
+                .collect();
+            if let Some(first) = batch.first() {
+                self.locations.remove(&first.space);
+                self.directory.forget_space(&first.space);
+                self.dispatch(batch);
+                return;
+            }
         }
-        self.settle(order, result);
+        for (order, result) in orders.into_iter().zip(results) {
+            self.settle(order, result);
+        }
     }
 
     fn settle(&mut self, order: u64, result: Result<SendReceipt>) {
@@ -931,8 +980,8 @@ impl Engine {
     fn on_session_event(&mut self, region: &RegionId, event: SessionEvent) {
         match event {
             SessionEvent::Reply { request, result } => {
-                if let Some(order) = self.send_requests.remove(&request) {
-                    self.on_send_reply(order, result);
+                if let Some(orders) = self.send_requests.remove(&request) {
+                    self.on_send_reply(orders, result);
                 } else if let Some(tx) = self.replies.remove(&request) {
                     let _ = tx.send(result);
                 }
@@ -1039,7 +1088,7 @@ fn seal_for(region: &Region, entry: &OutboxEntry) -> Result<crate::envelope::Sea
     crate::envelope::seal(&key, &binding, entry.body.as_bytes())
 }
 
-/// Whether a frame is a send whose text is in the clear.
+/// Whether a frame is a send (or a batch of sends) with text in the clear.
 fn carries_plaintext(frame: &str) -> bool {
     use crate::codec::{EioPacket, SioPacket, SioPacketKind};
     let Ok(EioPacket::Message(m)) = EioPacket::decode(frame) else {
@@ -1052,12 +1101,22 @@ fn carries_plaintext(frame: &str) -> bool {
     else {
         return false;
     };
-    name == crate::protocol::event::MESSAGE_SEND
-        && args
-            .first()
-            .and_then(|a| a.get("body"))
+    let in_clear = |send: &serde_json::Value| {
+        send.get("body")
             .and_then(serde_json::Value::as_str)
             .is_some_and(|body| !body.is_empty())
+    };
+    let Some(arg) = args.first() else {
+        return false;
+    };
+    match name.as_str() {
+        crate::protocol::event::MESSAGE_SEND => in_clear(arg),
+        crate::protocol::event::MESSAGE_SEND_BATCH => arg
+            .get("messages")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|sends| sends.iter().any(in_clear)),
+        _ => false,
+    }
 }
 
 /// Carries out store writes one at a time, in the order they were asked for.
@@ -1172,5 +1231,27 @@ mod tests {
         for (regions, expected) in cases {
             assert_eq!(aggregate(regions.clone()), expected, "{regions:?}");
         }
+    }
+
+    #[meridian_test]
+    fn the_last_guard_sees_text_in_the_clear_in_a_send_and_in_a_batch() {
+        let frame = |name: &str, arg: serde_json::Value| {
+            let packet = crate::codec::SioPacket::event(name, vec![arg], Some(7));
+            crate::codec::EioPacket::Message(packet.encode()).encode()
+        };
+        let sealed = serde_json::json!({"space": "s", "key": "k", "body": "", "sealed": {}});
+        let clear = serde_json::json!({"space": "s", "key": "k", "body": "hello"});
+        let send = crate::protocol::event::MESSAGE_SEND;
+        let batch = crate::protocol::event::MESSAGE_SEND_BATCH;
+        assert!(carries_plaintext(&frame(send, clear.clone())));
+        assert!(!carries_plaintext(&frame(send, sealed.clone())));
+        let both = serde_json::json!({"space": "s", "messages": [sealed.clone(), clear]});
+        assert!(carries_plaintext(&frame(batch, both)));
+        let none = serde_json::json!({"space": "s", "messages": [sealed.clone(), sealed]});
+        assert!(!carries_plaintext(&frame(batch, none)));
+        assert!(!carries_plaintext(&frame(
+            "history",
+            serde_json::json!({"body": "x"})
+        )));
     }
 }

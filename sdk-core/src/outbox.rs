@@ -184,21 +184,44 @@ impl Outbox {
     }
 
     /// The sends to submit now, in outbox order: for each space without a send in flight,
-    /// its oldest queued send. They are in flight until [`Self::settle`].
-    pub fn take_ready(&mut self) -> Vec<OutboxEntry> {
+    /// its oldest queued sends, at most `max` and each `sendable` (all but the first may
+    /// only be taken when sendable; the first always is). They are in flight until
+    /// [`Self::settle`]; each batch goes to its region in one request, stored in this order.
+    pub fn take_ready(
+        &mut self,
+        max: usize,
+        sendable: impl Fn(u64) -> bool,
+    ) -> Vec<Vec<OutboxEntry>> {
         let mut busy: HashSet<SpaceId> = self
             .in_flight
             .iter()
             .filter_map(|o| self.entries.get(o).map(|e| e.space.clone()))
             .collect();
-        let mut ready = Vec::new();
+        // Spaces whose batch is still open (taking more of its queued sends), by index.
+        let mut open: std::collections::HashMap<SpaceId, usize> = std::collections::HashMap::new();
+        let mut closed: HashSet<SpaceId> = HashSet::new();
+        let mut batches: Vec<Vec<OutboxEntry>> = Vec::new();
         for (order, entry) in &self.entries {
-            if entry.status == SendStatus::Queued && busy.insert(entry.space.clone()) {
-                ready.push(entry.clone());
+            if entry.status != SendStatus::Queued || closed.contains(&entry.space) {
+                continue;
+            }
+            if let Some(&i) = open.get(&entry.space) {
+                let batch = &mut batches[i];
+                if batch.len() < max && sendable(*order) && sendable(batch[0].order) {
+                    batch.push(entry.clone());
+                    self.in_flight.insert(*order);
+                } else {
+                    // Later sends of this space wait for the next batch: order is kept.
+                    open.remove(&entry.space);
+                    closed.insert(entry.space.clone());
+                }
+            } else if busy.insert(entry.space.clone()) {
+                open.insert(entry.space.clone(), batches.len());
+                batches.push(vec![entry.clone()]);
                 self.in_flight.insert(*order);
             }
         }
-        ready
+        batches
     }
 
     /// Records the region's answer to the send at `order` (or the reason it had none).
@@ -318,20 +341,74 @@ mod tests {
         entries.iter().map(|e| e.key.as_str()).collect()
     }
 
+    /// One send per space at a time (batches of one).
+    fn ready(o: &mut Outbox) -> Vec<OutboxEntry> {
+        o.take_ready(1, |_| true).into_iter().flatten().collect()
+    }
+
+    fn batches(o: &mut Outbox, max: usize, sendable: impl Fn(u64) -> bool) -> Vec<Vec<String>> {
+        o.take_ready(max, sendable)
+            .iter()
+            .map(|b| b.iter().map(|e| e.key.to_string()).collect())
+            .collect()
+    }
+
+    #[meridian_test]
+    fn a_space_s_waiting_sends_go_as_one_batch_in_order_and_the_next_waits_for_it() {
+        let mut o = Outbox::new();
+        for (k, s) in [
+            ("a1", "a"),
+            ("b1", "b"),
+            ("a2", "a"),
+            ("a3", "a"),
+            ("a4", "a"),
+        ] {
+            o.add(key(k), space(s), "x".into(), None).unwrap();
+        }
+        assert_eq!(
+            batches(&mut o, 3, |_| true),
+            [vec!["a1", "a2", "a3"], vec!["b1"]]
+        );
+        o.add(key("b2"), space("b"), "x".into(), None).unwrap();
+        assert!(o.take_ready(3, |_| true).is_empty(), "both spaces are busy");
+        let orders: Vec<u64> = o.list().iter().take(4).map(|e| e.order).collect();
+        // a1, b1, a2, a3 settle: a4 goes next, then b2.
+        for (seq, order) in orders.into_iter().enumerate() {
+            o.settle(order, Ok(receipt(seq as u64 + 1)));
+        }
+        assert_eq!(batches(&mut o, 3, |_| true), [vec!["a4"], vec!["b2"]]);
+    }
+
+    #[meridian_test]
+    fn a_batch_stops_at_the_first_send_not_yet_sendable() {
+        let mut o = Outbox::new();
+        let a: Vec<OutboxEntry> = ["a1", "a2", "a3"]
+            .iter()
+            .map(|k| o.add(key(k), space("a"), "x".into(), None).unwrap())
+            .collect();
+        let (a2, a3) = (a[1].order, a[2].order);
+        assert_eq!(batches(&mut o, 8, |order| order != a2), [vec!["a1"]]);
+        o.settle(a[0].order, Ok(receipt(1)));
+        // The first of a batch is taken even when not sendable (the engine parks it).
+        assert_eq!(batches(&mut o, 8, |order| order != a2), [vec!["a2"]]);
+        o.settle(a2, Ok(receipt(2)));
+        assert_eq!(batches(&mut o, 8, |order| order != a3), [vec!["a3"]]);
+    }
+
     #[meridian_test]
     fn one_send_per_space_is_in_flight_in_the_order_made() {
         let mut o = Outbox::new();
         for (k, s) in [("a1", "a"), ("b1", "b"), ("a2", "a"), ("a3", "a")] {
             o.add(key(k), space(s), "x".into(), None).unwrap();
         }
-        assert_eq!(keys(&o.take_ready()), ["a1", "b1"]);
-        assert!(o.take_ready().is_empty(), "both spaces are busy");
+        assert_eq!(keys(&ready(&mut o)), ["a1", "b1"]);
+        assert!(ready(&mut o).is_empty(), "both spaces are busy");
         let first = o.list()[0].order;
         assert!(matches!(
             o.settle(first, Ok(receipt(1))),
             Some(Settled::Delivered(..))
         ));
-        assert_eq!(keys(&o.take_ready()), ["a2"]);
+        assert_eq!(keys(&ready(&mut o)), ["a2"]);
     }
 
     #[meridian_test]
@@ -339,7 +416,7 @@ mod tests {
         let mut o = Outbox::new();
         let a1 = o.add(key("a1"), space("a"), "x".into(), None).unwrap();
         o.add(key("a2"), space("a"), "x".into(), None).unwrap();
-        o.take_ready();
+        ready(&mut o);
         let refused = Error::PolicyViolation {
             region: crate::model::RegionId::new_unchecked("us-east"),
             reason: "no".into(),
@@ -348,7 +425,7 @@ mod tests {
             panic!("expected a failure")
         };
         assert!(entry.is_failed());
-        assert_eq!(keys(&o.take_ready()), ["a2"]);
+        assert_eq!(keys(&ready(&mut o)), ["a2"]);
         assert_eq!(o.list().len(), 2, "the failed send stays listed");
     }
 
@@ -362,13 +439,13 @@ mod tests {
             Error::Transport("reset".into()),
             Error::DirectoryUnavailable("down".into()),
         ] {
-            o.take_ready();
+            ready(&mut o);
             assert!(matches!(
                 o.settle(a1.order, Err(error)),
                 Some(Settled::Retry(_))
             ));
         }
-        assert_eq!(keys(&o.take_ready()), ["a1"]);
+        assert_eq!(keys(&ready(&mut o)), ["a1"]);
     }
 
     #[meridian_test]
@@ -376,13 +453,13 @@ mod tests {
         let mut o = Outbox::new();
         let a1 = o.add(key("a1"), space("a"), "x".into(), None).unwrap();
         o.add(key("a2"), space("a"), "x".into(), None).unwrap();
-        o.take_ready();
+        ready(&mut o);
         o.settle(a1.order, Err(Error::NotFound("s".into())));
         assert!(o.retry(&key("a2")).is_err(), "a2 has not failed");
         let again = o.retry(&key("a1")).unwrap();
         assert!(again.order > a1.order, "a retry goes to the back");
         assert_eq!(keys(&o.list()), ["a2", "a1"]);
-        assert_eq!(keys(&o.take_ready()), ["a2"]);
+        assert_eq!(keys(&ready(&mut o)), ["a2"]);
         assert!(o.cancel(&key("a2")).is_err(), "a2 is in flight");
         assert_eq!(o.cancel(&key("a1")).unwrap().key, key("a1"));
         assert_eq!(
@@ -402,7 +479,7 @@ mod tests {
             .add(key("a3"), space("a"), "z".into(), None)
             .unwrap();
         assert_eq!(a3.order, 2);
-        assert_eq!(keys(&restored.take_ready()), ["a1"]);
+        assert_eq!(keys(&ready(&mut restored)), ["a1"]);
         assert!(OutboxEntry::decode(b"{broken").is_err());
         // A crash mid-retry leaves two records of one send: the newer wins.
         let mut stale = OutboxEntry::decode(&stored[0]).unwrap();

@@ -16,6 +16,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Most messages a region returns in one page (join catch-up or history).
 pub const MAX_PAGE: usize = 200;
 
+/// Most sends in one `message:send_batch`.
+pub const MAX_BATCH: usize = 64;
+
 /// Event names, client to region (all answered with an ack unless noted).
 pub mod event {
     /// Join a space, catching up from `since`.
@@ -24,6 +27,8 @@ pub mod event {
     pub const SPACE_LEAVE: &str = "space:leave";
     /// Send a message.
     pub const MESSAGE_SEND: &str = "message:send";
+    /// Send several messages to one space, stored in the order listed.
+    pub const MESSAGE_SEND_BATCH: &str = "message:send_batch";
     /// Read a page of history.
     pub const HISTORY: &str = "history";
     /// Set the user's presence in this region.
@@ -199,6 +204,26 @@ impl std::fmt::Debug for SendRequest {
 
 /// The answer to `message:send`.
 pub type SendReply = SendReceipt;
+
+/// `message:send_batch`: up to [`MAX_BATCH`] sends to one space, each as `message:send`
+/// has it (its `space` the batch's). The region checks them all before storing any, then
+/// stores them in the order listed: the client sends a batch when several sends of a space
+/// are waiting, so that one round trip carries them in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendBatchRequest {
+    /// The space.
+    pub space: SpaceId,
+    /// The sends, in the order to store them.
+    pub messages: Vec<SendRequest>,
+}
+
+/// The answer to `message:send_batch`: a receipt per send, in the order listed (a send
+/// already stored under its key answers with its first receipt, as `message:send` does).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendBatchReply {
+    /// The receipts.
+    pub receipts: Vec<SendReceipt>,
+}
 
 /// `history`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

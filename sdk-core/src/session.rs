@@ -29,8 +29,8 @@ use crate::error::{Error, Result};
 use crate::model::{Message, RegionId, SendReceipt, SpaceId, SpaceLocation};
 use crate::protocol::{
     self, Auth, DmCreateRequest, Empty, ErrorBody, HistoryReply, HistoryRequest, JoinReply,
-    JoinRequest, LeaveRequest, PresenceEvent, PresenceRequest, Reply, SendRequest, TypingEvent,
-    event,
+    JoinRequest, LeaveRequest, PresenceEvent, PresenceRequest, Reply, SendBatchReply,
+    SendBatchRequest, SendRequest, TypingEvent, event,
 };
 use crate::time::Instant;
 
@@ -91,6 +91,8 @@ pub enum Request {
     Leave(SpaceId),
     /// Send a message.
     Send(SendRequest),
+    /// Send several messages to one space, stored in the order listed.
+    SendBatch(SendBatchRequest),
     /// Read history.
     History(HistoryRequest),
     /// Set presence.
@@ -105,6 +107,7 @@ impl Request {
         match self {
             Self::Join(s) | Self::Leave(s) => Some(s),
             Self::Send(r) => Some(&r.space),
+            Self::SendBatch(r) => Some(&r.space),
             Self::History(r) => Some(&r.space),
             Self::Presence(_) | Self::CreateDm(_) => None,
         }
@@ -125,6 +128,8 @@ pub enum Response {
     Left,
     /// Stored.
     Sent(SendReceipt),
+    /// Stored, each send of a batch (its receipts in the batch's order).
+    SentBatch(Vec<SendReceipt>),
     /// A page of history.
     History(Vec<Message>),
     /// Presence set.
@@ -927,7 +932,7 @@ impl RegionSession {
 
     fn enqueue(&mut self, id: RequestId, request: Request, now: Instant) {
         let deadline = match request {
-            Request::Send(_) => None,
+            Request::Send(_) | Request::SendBatch(_) => None,
             _ => Some(now + self.config.request_timeout),
         };
         self.requests.insert(
@@ -969,15 +974,13 @@ impl RegionSession {
         for (id, pending) in &self.requests {
             match &pending.request {
                 Request::Join(_) => {}
-                Request::Send(send) => {
-                    let joined = self
-                        .subscriptions
-                        .get(&send.space)
-                        .is_none_or(|sub| sub.active);
-                    if pending.ack.is_none() && joined && !busy_spaces.contains(&send.space) {
+                Request::Send(SendRequest { space, .. })
+                | Request::SendBatch(SendBatchRequest { space, .. }) => {
+                    let joined = self.subscriptions.get(space).is_none_or(|sub| sub.active);
+                    if pending.ack.is_none() && joined && !busy_spaces.contains(space) {
                         ready.push(*id);
                     }
-                    busy_spaces.insert(send.space.clone());
+                    busy_spaces.insert(space.clone());
                 }
                 _ if pending.ack.is_none() => ready.push(*id),
                 _ => {}
@@ -1066,6 +1069,7 @@ impl RegionSession {
                 }),
             ),
             Request::Send(r) => (event::MESSAGE_SEND, to_value(r)),
+            Request::SendBatch(r) => (event::MESSAGE_SEND_BATCH, to_value(r)),
             Request::History(r) => (event::HISTORY, to_value(r)),
             Request::Presence(r) => (event::PRESENCE_SET, to_value(r)),
             Request::CreateDm(r) => (event::DM_CREATE, to_value(r)),
@@ -1340,6 +1344,19 @@ impl RegionSession {
                     Request::Join(_) => return,
                     Request::Leave(_) => decode_reply::<Empty>(arg).map(|_| Response::Left),
                     Request::Send(_) => decode_reply::<SendReceipt>(arg).map(Response::Sent),
+                    Request::SendBatch(batch) => {
+                        decode_reply::<SendBatchReply>(arg).and_then(|r| {
+                            if r.receipts.len() == batch.messages.len() {
+                                Ok(Response::SentBatch(r.receipts))
+                            } else {
+                                Err(Error::Protocol(format!(
+                                    "{} receipts for a batch of {} sends",
+                                    r.receipts.len(),
+                                    batch.messages.len()
+                                )))
+                            }
+                        })
+                    }
                     Request::History(_) => decode_reply::<HistoryReply>(arg).map(|h| {
                         let mut page = Vec::with_capacity(h.messages.len());
                         for m in h.messages {
@@ -1454,7 +1471,11 @@ impl RegionSession {
                 let stranded: Vec<RequestId> = self
                     .requests
                     .iter()
-                    .filter(|(_, p)| matches!(&p.request, Request::Send(r) if &r.space == space))
+                    .filter(|(_, p)| match &p.request {
+                        Request::Send(r) => &r.space == space,
+                        Request::SendBatch(r) => &r.space == space,
+                        _ => false,
+                    })
                     .map(|(id, _)| *id)
                     .collect();
                 for id in stranded {

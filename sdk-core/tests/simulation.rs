@@ -209,6 +209,13 @@ fn simulate(mixes: &[Mix], replay_args: &str) {
             summary.failed.len(),
             summary.total
         );
+        // Enough seeds make sends wait behind one in flight: they must go as batches.
+        if seeds >= 100 && summary.total.sent > 0 && summary.total.batched == 0 {
+            message.push_str(&format!(
+                "simulation[{}]: no send ever went in a batch\n",
+                mix.name
+            ));
+        }
         if summary.failed.is_empty() {
             continue;
         }

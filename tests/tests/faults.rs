@@ -1300,9 +1300,17 @@ async fn a_client_process_killed_with_a_send_on_the_wire_has_it_stored_once_afte
         .unwrap()
         .events_from(&UserId::new("sam").unwrap())
         .iter()
-        .filter(|r| {
-            matches!(&r.kind, TapKind::Event { name, payload, .. }
-                if name == "message:send" && payload["key"] == keys[0].as_str())
+        .filter(|r| match &r.kind {
+            // Alone, or in a batch (the new process sends its five pending sends together).
+            TapKind::Event { name, payload, .. } if name == "message:send" => {
+                payload["key"] == keys[0].as_str()
+            }
+            TapKind::Event { name, payload, .. } if name == "message:send_batch" => {
+                payload["messages"]
+                    .as_array()
+                    .is_some_and(|sends| sends.iter().any(|s| s["key"] == keys[0].as_str()))
+            }
+            _ => false,
         })
         .count();
     let bodies: Vec<String> = (1..=k).map(|i| format!("wire {i}")).collect();

@@ -99,6 +99,61 @@ async fn messages_sent_back_to_back_are_stored_and_delivered_in_the_order_sent()
 }
 
 #[tokio::test]
+async fn a_batch_is_checked_whole_then_stored_and_delivered_in_the_order_listed() {
+    let fed = federation().await;
+    let eu = fed.region_socket_url(&region("eu-west")).unwrap();
+    let mut ana = connect(&eu, &token("ana")).await.unwrap();
+    let mut ben = connect(&eu, &token("ben")).await.unwrap();
+    ben.join("acme:general").await;
+    let send = |k: &str, body: &str| json!({"space": "acme:general", "key": k, "body": body});
+    // One bad send refuses the whole batch: nothing is stored.
+    let err = ana
+        .err(
+            "message:send_batch",
+            json!({"space": "acme:general", "messages": [send("b0", "fine"), send("b1", "")]}),
+        )
+        .await;
+    assert_eq!(code(&err), ErrorCode::InvalidInput);
+    let err = ana
+        .err(
+            "message:send_batch",
+            json!({"space": "acme:general", "messages": [send("b0", "x"), {"space": "globex:launch", "key": "b2", "body": "x"}]}),
+        )
+        .await;
+    assert_eq!(code(&err), ErrorCode::InvalidInput);
+    let err = ana
+        .err(
+            "message:send_batch",
+            json!({"space": "acme:general", "messages": []}),
+        )
+        .await;
+    assert_eq!(code(&err), ErrorCode::InvalidInput);
+    ben.no_event("message", Duration::from_millis(200)).await;
+
+    let batch = json!({"space": "acme:general", "messages": [send("b0", "m0"), send("b1", "m1"), send("b2", "m2")]});
+    let reply = ana.ok("message:send_batch", batch.clone()).await;
+    let seqs: Vec<u64> = reply["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    for i in 0..3u64 {
+        let m = message(ben.event("message").await);
+        assert_eq!((m.seq, m.body), (i + 1, format!("m{i}")));
+    }
+    // The same batch again (a resend after a lost ack) finds every send by its key.
+    assert_eq!(ana.ok("message:send_batch", batch).await, reply);
+    ben.no_event("message", Duration::from_millis(300)).await;
+    assert_eq!(
+        fed.messages(&SpaceId::new("acme:general").unwrap()).len(),
+        3
+    );
+    fed.shutdown().await;
+}
+
+#[tokio::test]
 async fn joining_with_since_catches_up_on_what_was_missed() {
     let fed = federation().await;
     let eu = fed.region_socket_url(&region("eu-west")).unwrap();

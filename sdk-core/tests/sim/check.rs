@@ -55,6 +55,8 @@ pub struct Stats {
     pub dedup_hits: u64,
     /// Messages delivered again after a client restart, from a cursor that lagged.
     pub redelivered: u64,
+    /// Sends submitted in a `message:send_batch` of more than one.
+    pub batched: u64,
 }
 
 impl Stats {
@@ -80,6 +82,7 @@ impl Stats {
         self.heal_ms_max = self.heal_ms_max.max(o.heal_ms_max);
         self.dedup_hits += o.dedup_hits;
         self.redelivered += o.redelivered;
+        self.batched += o.batched;
     }
 }
 
@@ -89,7 +92,7 @@ impl fmt::Display for Stats {
             f,
             "sent={} delivered={} lost={} duplicated={} out_of_order={} continuity_events={} \
              contract_violations={} | reconnects={} server_restarts={} (without state: {}) \
-             client_restarts={} frames={} frames_lost={} problems={} resubmits={} dedup_hits={} redelivered_after_restart={} timer_spins={} \
+             client_restarts={} frames={} frames_lost={} problems={} resubmits={} dedup_hits={} redelivered_after_restart={} batched={} timer_spins={} \
              sim_time={}s heal_max={}ms",
             self.sent,
             self.delivered,
@@ -108,6 +111,7 @@ impl fmt::Display for Stats {
             self.resubmits,
             self.dedup_hits,
             self.redelivered,
+            self.batched,
             self.timer_spins,
             self.sim_ms / 1000,
             self.heal_ms_max,

@@ -15,8 +15,8 @@ use super::net::NetId;
 pub enum Pending {
     /// The app joined a space.
     Join(SpaceId),
-    /// The outbox submitted the entry at this order.
-    Send(u64),
+    /// The outbox submitted the entries at these orders (a batch of one space's, in order).
+    Send(Vec<u64>),
     /// The app left a space.
     Leave(SpaceId),
 }

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use meridian::codec::{EioPacket, OpenHandshake, SioPacket, SioPacketKind};
 use meridian::model::{IdempotencyKey, MessageId, SendReceipt, SpaceId, UserId};
 use meridian::protocol::{
-    Auth, Empty, ErrorBody, JoinRequest, LeaveRequest, PROTOCOL_VERSION, Reply, SendRequest, event,
+    Auth, Empty, ErrorBody, JoinRequest, LeaveRequest, MAX_BATCH, PROTOCOL_VERSION, Reply,
+    SendBatchReply, SendBatchRequest, SendRequest, event,
 };
 use meridian::{Error, ErrorCode};
 use serde::Serialize;
@@ -367,6 +368,7 @@ impl Region {
                 let answer = match name.as_str() {
                     event::SPACE_JOIN => reply(self.join(net, arg)),
                     event::MESSAGE_SEND => reply(self.send(net, arg, now, out)),
+                    event::MESSAGE_SEND_BATCH => reply(self.send_batch(net, arg, now, out)),
                     event::SPACE_LEAVE => reply(self.leave(net, arg)),
                     other => reply::<Empty>(Err(invalid(format!("unknown event {other}")))),
                 };
@@ -458,6 +460,41 @@ impl Region {
         out: &mut Vec<RegionOut>,
     ) -> Result<SendReceipt, ErrorBody> {
         let req: SendRequest = decode(arg)?;
+        self.check_send(&req)?;
+        self.store(net, req, now, out)
+    }
+
+    /// `message:send_batch`: every send checked, then stored in the order listed.
+    fn send_batch(
+        &mut self,
+        net: NetId,
+        arg: Value,
+        now: u64,
+        out: &mut Vec<RegionOut>,
+    ) -> Result<SendBatchReply, ErrorBody> {
+        let batch: SendBatchRequest = decode(arg)?;
+        if batch.messages.is_empty() || batch.messages.len() > MAX_BATCH {
+            return Err(invalid(format!(
+                "a batch holds 1 to {MAX_BATCH} sends, not {}",
+                batch.messages.len()
+            )));
+        }
+        for req in &batch.messages {
+            if req.space != batch.space {
+                return Err(invalid(
+                    "every send of a batch is to the batch's space".into(),
+                ));
+            }
+            self.check_send(req)?;
+        }
+        let mut receipts = Vec::with_capacity(batch.messages.len());
+        for req in batch.messages {
+            receipts.push(self.store(net, req, now, out)?);
+        }
+        Ok(SendBatchReply { receipts })
+    }
+
+    fn check_send(&self, req: &SendRequest) -> Result<(), ErrorBody> {
         if req.body.trim().is_empty() {
             return Err(invalid("message body is empty".into()));
         }
@@ -467,6 +504,16 @@ impl Region {
                 format!("no space {}", req.space),
             ));
         }
+        Ok(())
+    }
+
+    fn store(
+        &mut self,
+        net: NetId,
+        req: SendRequest,
+        now: u64,
+        out: &mut Vec<RegionOut>,
+    ) -> Result<SendReceipt, ErrorBody> {
         // Sending needs no subscription (as in the devserver): an app may post to a space
         // whose messages it doesn't follow, e.g. a send restored after a restart to a space
         // the app has left since.

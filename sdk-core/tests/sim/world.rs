@@ -13,8 +13,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use meridian::model::SendReceipt;
 use meridian::model::{IdempotencyKey, Message, MessageId, RegionId, SpaceId, UserId};
-use meridian::outbox::{Outbox, Settled};
+use meridian::outbox::{Outbox, OutboxEntry, Settled};
+use meridian::protocol::{MAX_BATCH, SendBatchRequest};
 use meridian::session::{
     ConnectionState, Cursor, Output, RegionSession, Request, Response, SessionEvent,
 };
@@ -699,18 +701,32 @@ impl World {
             let mut progressed = false;
             let now = self.at();
             let ready = if std::mem::take(&mut self.clients[c].outbox_changed) {
-                self.clients[c].outbox.take_ready()
+                self.clients[c].outbox.take_ready(MAX_BATCH, |_| true)
             } else {
                 Vec::new()
             };
-            for entry in ready {
+            for batch in ready {
                 progressed = true;
                 let client = &mut self.clients[c];
                 let id = client.request_id();
-                client.pending.insert(id, Pending::Send(entry.order));
+                let orders: Vec<u64> = batch.iter().map(|e| e.order).collect();
+                if orders.len() > 1 {
+                    self.report.stats.batched += orders.len() as u64;
+                }
+                let client = &mut self.clients[c];
+                client.pending.insert(id, Pending::Send(orders));
                 client.batch += 1;
+                let mut requests: Vec<_> = batch.iter().map(OutboxEntry::request).collect();
+                let request = match (requests.len(), batch.first()) {
+                    (1, _) => Request::Send(requests.remove(0)),
+                    (_, Some(first)) => Request::SendBatch(SendBatchRequest {
+                        space: first.space.clone(),
+                        messages: requests,
+                    }),
+                    (_, None) => continue,
+                };
                 if let Some(session) = client.session.as_mut() {
-                    session.request(id, Request::Send(entry.request()), now);
+                    session.request(id, request, now);
                 }
             }
             while let Some(out) = self.clients[c]
@@ -847,7 +863,7 @@ impl World {
                             self.request_leave(c, &space);
                         }
                     }
-                    Pending::Send(order) => self.send_answered(c, order, result),
+                    Pending::Send(orders) => self.sends_answered(c, orders, result),
                 }
             }
             SessionEvent::SubscriptionLost { space, error } => {
@@ -974,16 +990,31 @@ impl World {
         }
     }
 
-    fn send_answered(&mut self, c: usize, order: u64, result: meridian::Result<Response>) {
+    /// The answer to a send or a batch: each entry settled in the batch's order.
+    fn sends_answered(&mut self, c: usize, orders: Vec<u64>, result: meridian::Result<Response>) {
+        let count = orders.len();
+        let results: Vec<meridian::Result<SendReceipt>> = match result {
+            Ok(Response::Sent(receipt)) if count == 1 => vec![Ok(receipt)],
+            Ok(Response::SentBatch(receipts)) if receipts.len() == count => {
+                receipts.into_iter().map(Ok).collect()
+            }
+            Ok(other) => vec![
+                Err(meridian::Error::Internal(format!(
+                    "a send answered {other:?}"
+                )));
+                count
+            ],
+            Err(e) => vec![Err(e); count],
+        };
+        for (order, result) in orders.into_iter().zip(results) {
+            self.send_answered(c, order, result);
+        }
+    }
+
+    fn send_answered(&mut self, c: usize, order: u64, result: meridian::Result<SendReceipt>) {
         let inc = self.clients[c].inc;
         let now = self.now;
         let who = move || format!("t={now} c{c}#{inc}");
-        let result = result.and_then(|r| match r {
-            Response::Sent(receipt) => Ok(receipt),
-            other => Err(meridian::Error::Internal(format!(
-                "a send answered {other:?}"
-            ))),
-        });
         self.clients[c].outbox_changed = true;
         let settled = self.clients[c].outbox.settle(order, result);
         match settled {

@@ -33,9 +33,10 @@ const USAGE: &str =
        meridian-bench senders '<ClientSpec json>'";
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    // One worker: each process is pinned to one core, and the three clients get the same.
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // One thread for everything, the app's code and the SDK's tasks alike, as each client
+    // process is pinned to one core: with a worker pool, the app's calls would cross
+    // threads (a futex wake and a context switch each) where a raw client's never do.
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("tokio: {e}"))

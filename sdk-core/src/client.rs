@@ -605,6 +605,6 @@ fn unexpected(response: &Response) -> Error {
 /// A fresh W3C traceparent (version 00, sampled).
 fn traceparent() -> Result<String> {
     let trace = secret::random_hex128()?;
-    let span = &secret::random_hex128()?[..16];
+    let span = secret::random_hex64()?;
     Ok(format!("00-{trace}-{span}-01"))
 }

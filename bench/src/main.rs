@@ -42,8 +42,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("tokio: {e}"))
 }
 
-fn parse_spec(json: &str) -> Result<ClientSpec, String> {
-    serde_json::from_str(json).map_err(|e| format!("the client spec: {e}"))
+/// A spec given inline, or as `@<file>` (a spec of 10,000 targets is longer than one
+/// command-line argument may be).
+fn parse_spec(arg: &str) -> Result<ClientSpec, String> {
+    let json = match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?,
+        None => arg.to_owned(),
+    };
+    serde_json::from_str(&json).map_err(|e| format!("the client spec: {e}"))
 }
 
 fn run(args: &[String]) -> Result<(), String> {

@@ -487,7 +487,7 @@ async fn scale(env: &Env, runs: &mut Vec<Run>) -> Result<(), String> {
             .arg(CLIENT_CORE.to_string())
             .arg(&env.exe)
             .args(["client", "meridian"])
-            .arg(serde_json::to_string(&spec).map_err(|e| e.to_string())?)
+            .arg(spec_file(env, "scale", &spec)?)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -552,6 +552,14 @@ async fn scale(env: &Env, runs: &mut Vec<Run>) -> Result<(), String> {
         dev.stop().await;
     }
     Ok(())
+}
+
+/// Writes `spec` to a file in the scratch folder; the `@<file>` argument that names it.
+fn spec_file(env: &Env, name: &str, spec: &ClientSpec) -> Result<String, String> {
+    let path = env.scratch.join(format!("{name}.json"));
+    let json = serde_json::to_vec(spec).map_err(|e| e.to_string())?;
+    std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(format!("@{}", path.display()))
 }
 
 fn unix_now() -> Result<f64, String> {

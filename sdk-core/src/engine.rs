@@ -247,8 +247,9 @@ pub(crate) struct Engine {
     locations: HashMap<SpaceId, (SpaceLocation, Region)>,
     /// Spaces whose content must travel sealed (data sovereignty).
     sealed_spaces: std::collections::HashSet<SpaceId>,
-    /// Batches whose space could not be located yet, by their first entry's order.
-    unlocated: BTreeMap<u64, Vec<OutboxEntry>>,
+    /// Batches whose space could not be located yet (a few at most: a `Vec`, not a map,
+    /// which would be one more map type in the web build).
+    unlocated: Vec<Vec<OutboxEntry>>,
     locate_retry_at: Option<crate::time::Instant>,
     /// Cursors from an earlier run, applied when their space is first used.
     restored_cursors: HashMap<SpaceId, Cursor>,
@@ -322,7 +323,7 @@ impl Engine {
             send_requests: HashMap::new(),
             send_waiters: HashMap::new(),
             locations: HashMap::new(),
-            unlocated: BTreeMap::new(),
+            unlocated: Vec::new(),
             sealed_spaces: std::collections::HashSet::new(),
             locate_retry_at: None,
             saved_cursors: cursors.clone(),
@@ -383,7 +384,7 @@ impl Engine {
                     }
                     if self.locate_retry_at.is_some_and(|t| now >= t) {
                         self.locate_retry_at = None;
-                        for batch in std::mem::take(&mut self.unlocated).into_values() {
+                        for batch in std::mem::take(&mut self.unlocated) {
                             self.dispatch(batch);
                         }
                     }
@@ -656,7 +657,7 @@ impl Engine {
         let Some((loc, region)) = self.locations.get(&space).cloned() else {
             let directory = self.directory.clone();
             let io = self.io_tx.clone();
-            self.unlocated.insert(order, batch);
+            self.unlocated.push(batch);
             self.driver.spawn(Box::pin(async move {
                 let result = directory.locate_space_region(&space).await;
                 let _ = io.unbounded_send(Io::Located(order, result));
@@ -719,9 +720,14 @@ impl Engine {
     }
 
     fn on_located(&mut self, order: u64, result: Result<(SpaceLocation, Region)>) {
-        let Some(batch) = self.unlocated.remove(&order) else {
+        let Some(at) = self
+            .unlocated
+            .iter()
+            .position(|b| b.first().is_some_and(|e| e.order == order))
+        else {
             return;
         };
+        let batch = self.unlocated.swap_remove(at);
         let Some(space) = batch.first().map(|e| e.space.clone()) else {
             return;
         };
@@ -732,7 +738,7 @@ impl Engine {
             }
             Err(e) if e.is_transient() => {
                 tracing::debug!(space = %space, error = %e, "cannot locate a send's space yet");
-                self.unlocated.insert(order, batch);
+                self.unlocated.push(batch);
                 let at = self.driver.now() + LOCATE_RETRY;
                 self.locate_retry_at.get_or_insert(at);
             }

@@ -197,28 +197,32 @@ impl Outbox {
             .iter()
             .filter_map(|o| self.entries.get(o).map(|e| e.space.clone()))
             .collect();
-        // Spaces whose batch is still open (taking more of its queued sends), by index.
-        let mut open: std::collections::HashMap<SpaceId, usize> = std::collections::HashMap::new();
+        // A space's batch takes its queued sends until one can't go: later ones wait.
         let mut closed: HashSet<SpaceId> = HashSet::new();
         let mut batches: Vec<Vec<OutboxEntry>> = Vec::new();
         for (order, entry) in &self.entries {
             if entry.status != SendStatus::Queued || closed.contains(&entry.space) {
                 continue;
             }
-            if let Some(&i) = open.get(&entry.space) {
-                let batch = &mut batches[i];
-                if batch.len() < max && sendable(*order) && sendable(batch[0].order) {
-                    batch.push(entry.clone());
-                    self.in_flight.insert(*order);
-                } else {
-                    // Later sends of this space wait for the next batch: order is kept.
-                    open.remove(&entry.space);
-                    closed.insert(entry.space.clone());
-                }
-            } else if busy.insert(entry.space.clone()) {
-                open.insert(entry.space.clone(), batches.len());
+            if busy.insert(entry.space.clone()) {
                 batches.push(vec![entry.clone()]);
                 self.in_flight.insert(*order);
+                continue;
+            }
+            let open = batches
+                .iter_mut()
+                .find(|b| b.first().is_some_and(|first| first.space == entry.space));
+            match open {
+                Some(batch)
+                    if batch.len() < max && sendable(*order) && sendable(batch[0].order) =>
+                {
+                    batch.push(entry.clone());
+                    self.in_flight.insert(*order);
+                }
+                // In flight from before, or this batch is full: the rest waits its turn.
+                _ => {
+                    closed.insert(entry.space.clone());
+                }
             }
         }
         batches

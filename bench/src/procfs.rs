@@ -82,6 +82,35 @@ pub fn sample(pid: &str) -> Result<Sample, String> {
     Ok(sample)
 }
 
+/// TCP payload bytes sent and received so far by `pid`'s established sockets, from the
+/// kernel's `tcp_info` (`ss -tinp`): what went over the wire, which `/proc/<pid>/io` does
+/// not count for sockets read and written with `recv` and `send`.
+pub fn socket_bytes(pid: &str) -> Result<u64, String> {
+    let out = std::process::Command::new("ss")
+        .args(["-tinpH", "state", "established"])
+        .output()
+        .map_err(|e| format!("cannot run ss: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let owner = format!("pid={pid},");
+    let mut total = 0;
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if !line.contains(&owner) {
+            continue;
+        }
+        let Some(info) = lines.next() else { break };
+        total += info
+            .split_whitespace()
+            .filter_map(|f| {
+                f.strip_prefix("bytes_sent:")
+                    .or_else(|| f.strip_prefix("bytes_received:"))
+            })
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok(total)
+}
+
 /// The `q`-quantile (0..=1) of `values` (sorted here), nearest rank.
 pub fn quantile(values: &mut [f64], q: f64) -> f64 {
     if values.is_empty() {
@@ -106,6 +135,23 @@ mod tests {
         let s = sample("self").expect("procfs");
         assert!(s.rss_kib > 0 && s.peak_rss_kib >= s.rss_kib, "{s:?}");
         assert!(s.switches > 0, "{s:?}");
+    }
+
+    #[test]
+    fn socket_bytes_count_what_this_process_sent_and_received() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        let pid = std::process::id().to_string();
+        let before = socket_bytes(&pid).expect("ss");
+        client.write_all(&[7; 1000]).expect("write");
+        let mut got = [0u8; 1000];
+        server.read_exact(&mut got).expect("read");
+        let after = socket_bytes(&pid).expect("ss");
+        // Sent by one socket and received by the other, both this process's.
+        assert_eq!(after - before, 2000);
     }
 
     #[test]

@@ -249,7 +249,7 @@ fn sends_table(m: &[Median]) -> String {
 
 fn idle_table(m: &[Median]) -> String {
     let mut out = String::from(
-        "| client | wake-ups/min | bytes read+written/min | RSS MiB |\n|---|---:|---:|---:|\n",
+        "| client | wake-ups/min | TCP payload bytes sent + received/min | RSS MiB |\n|---|---:|---:|---:|\n",
     );
     for x in m.iter().filter(|x| x.scenario == "idle") {
         let _ = writeln!(

@@ -105,6 +105,7 @@ pub struct ClientResult {
     pub peak_rss_kib: u64,
     /// Context switches (voluntary + involuntary) over the measured phase: wake-ups.
     pub wakeups: u64,
-    /// Bytes the process read and wrote through syscalls over the measured phase.
+    /// TCP payload bytes the process's sockets sent and received over the measured phase
+    /// (counted by the suite, from the kernel's `tcp_info`).
     pub io_bytes: u64,
 }

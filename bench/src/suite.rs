@@ -119,21 +119,23 @@ impl Env {
         let outcome = tokio::time::timeout(Duration::from_secs(600), async {
             while let Ok(Some(line)) = lines.next_line().await {
                 if line == "MEASURE" {
-                    at_start = Some((procfs::sample(server)?, procfs::sample(&pid)?));
+                    at_start = Some((
+                        procfs::sample(server)?,
+                        procfs::sample(&pid)?,
+                        procfs::socket_bytes(&pid)?,
+                    ));
                 } else if let Some(json) = line.strip_prefix("RESULT ") {
                     let (server_end, client_end) = (procfs::sample(server)?, procfs::sample(&pid)?);
+                    let wire_end = procfs::socket_bytes(&pid)?;
                     let mut result: ClientResult =
                         serde_json::from_str(json).map_err(|e| format!("RESULT: {e}"))?;
-                    let (server_start, client_start) = at_start.unwrap_or((server_end, client_end));
+                    let (server_start, client_start, wire_start) =
+                        at_start.unwrap_or((server_end, client_end, wire_end));
                     let cpu = (server_end.user_ms + server_end.sys_ms)
                         - (server_start.user_ms + server_start.sys_ms);
-                    // Counted from outside, so the client's own /proc reads are not in them;
-                    // its RESULT line is taken off what it wrote.
+                    // Counted from outside, so the client's own /proc reads are not in them.
                     result.wakeups = client_end.switches.saturating_sub(client_start.switches);
-                    result.io_bytes = client_end
-                        .io_bytes
-                        .saturating_sub(client_start.io_bytes)
-                        .saturating_sub(line.len() as u64 + 1);
+                    result.io_bytes = wire_end.saturating_sub(wire_start);
                     if matches!(spec.mode, Mode::Idle { .. }) {
                         result.cpu_user_ms = client_end.user_ms - client_start.user_ms;
                         result.cpu_sys_ms = client_end.sys_ms - client_start.sys_ms;

@@ -56,11 +56,12 @@ function quantile(values, q) {
   return values[Math.min(Math.max(rank, 1), values.length) - 1];
 }
 
+/** The figures of the measured phase; prints `END` (the suite samples the process then). */
 function finish(m, messages, latencies) {
   const seconds = Number(process.hrtime.bigint() - m.started) / 1e9;
   const cpu = process.cpuUsage(m.cpu);
   const usage = process.resourceUsage();
-  return {
+  const result = {
     messages,
     seconds,
     p50_us: quantile(latencies, 0.5),
@@ -73,6 +74,8 @@ function finish(m, messages, latencies) {
     wakeups: 0,
     io_bytes: 0,
   };
+  process.stdout.write("END\n");
+  return result;
 }
 
 /** `count` sends over `spaces` in turn on `socket`, `window` in flight; the latencies (µs). */
@@ -157,6 +160,8 @@ async function main() {
   } else {
     throw new Error(`unknown mode ${spec.mode}`);
   }
+  // Sockets stay open a moment after END, while the suite samples this process.
+  await new Promise((r) => setTimeout(r, 300));
   process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
   for (const [socket] of conns) socket.close();
 }

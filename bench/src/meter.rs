@@ -40,8 +40,20 @@ impl Meter {
         })
     }
 
-    /// The figures of the phase: `messages` handled, with these ack latencies (µs).
-    pub fn finish(self, messages: u64, mut latencies_us: Vec<f64>) -> Result<ClientResult, String> {
+    /// The figures of the phase: `messages` handled, with these ack latencies (µs). Prints
+    /// `END` and keeps the process as it is (sockets open) for a moment, so that the suite
+    /// samples it from outside before it winds down.
+    pub fn finish(self, messages: u64, latencies_us: Vec<f64>) -> Result<ClientResult, String> {
+        let result = self.figures(messages, latencies_us)?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "END")
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("stdout: {e}"))?;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Ok(result)
+    }
+
+    fn figures(self, messages: u64, mut latencies_us: Vec<f64>) -> Result<ClientResult, String> {
         let seconds = self.started.elapsed().as_secs_f64();
         let Some(at_start) = self.at_start else {
             return Ok(ClientResult {

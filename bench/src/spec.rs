@@ -2,8 +2,9 @@
 //!
 //! The suite passes a [`ClientSpec`] as one JSON argument to each client process
 //! (`meridian-bench client '<json>'`, `node bench/node/client.mjs '<json>'`); the client
-//! prints `MEASURE` when its measured phase starts (the suite samples the server's CPU
-//! then) and one `RESULT {json}` line ([`ClientResult`]) at the end.
+//! prints `MEASURE` when its measured phase starts and `END` when it ends (the suite
+//! samples the server and the client from outside at both, the client's sockets still
+//! open), then one `RESULT {json}` line ([`ClientResult`]).
 
 use serde::{Deserialize, Serialize};
 

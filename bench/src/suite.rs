@@ -116,6 +116,7 @@ impl Env {
         let pid = child.id().ok_or("the client exited at once")?.to_string();
         let mut lines = BufReader::new(stdout).lines();
         let mut at_start = None;
+        let mut at_end = None;
         let outcome = tokio::time::timeout(Duration::from_secs(600), async {
             while let Ok(Some(line)) = lines.next_line().await {
                 if line == "MEASURE" {
@@ -124,9 +125,21 @@ impl Env {
                         procfs::sample(&pid)?,
                         procfs::socket_bytes(&pid)?,
                     ));
+                } else if line == "END" {
+                    at_end = Some((
+                        procfs::sample(server)?,
+                        procfs::sample(&pid)?,
+                        procfs::socket_bytes(&pid)?,
+                    ));
                 } else if let Some(json) = line.strip_prefix("RESULT ") {
-                    let (server_end, client_end) = (procfs::sample(server)?, procfs::sample(&pid)?);
-                    let wire_end = procfs::socket_bytes(&pid)?;
+                    let (server_end, client_end, wire_end) = match at_end {
+                        Some(end) => end,
+                        None => (
+                            procfs::sample(server)?,
+                            procfs::sample(&pid)?,
+                            procfs::socket_bytes(&pid)?,
+                        ),
+                    };
                     let mut result: ClientResult =
                         serde_json::from_str(json).map_err(|e| format!("RESULT: {e}"))?;
                     let (server_start, client_start, wire_start) =

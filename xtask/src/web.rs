@@ -16,7 +16,7 @@ use crate::{Failure, Run, Step, WASM_TARGET, capture, repo_root};
 pub const GZIP_GOAL_BYTES: u64 = 150 * 1000;
 
 /// What `cargo xtask test` enforces until the goal is met: the size measured when the
-/// package landed (267.2 KB; 267.9 KB now) plus 3%, so that the bundle can only shrink toward
+/// package landed (267.2 KB; 271.1 KB now, with batched sends) plus 3%, so that the bundle can only shrink toward
 /// the goal.
 /// Lower it whenever the wasm shrinks.
 pub const GZIP_CEILING_BYTES: u64 = 275 * 1000;

@@ -17,10 +17,7 @@ pub struct Meter {
 impl Meter {
     /// Prints `MEASURE` (the suite samples the server then) and samples this process.
     pub fn start() -> Result<Self, String> {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "MEASURE")
-            .and_then(|()| out.flush())
-            .map_err(|e| format!("stdout: {e}"))?;
+        say("MEASURE")?;
         Ok(Self {
             started: Instant::now(),
             at_start: Some(procfs::sample("self")?),
@@ -30,10 +27,7 @@ impl Meter {
     /// Prints `MEASURE` and reads nothing: for the idle scenario, whose figures the suite
     /// takes from outside (reading `/proc/self` would be most of an idle client's IO).
     pub fn start_quiet() -> Result<Self, String> {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "MEASURE")
-            .and_then(|()| out.flush())
-            .map_err(|e| format!("stdout: {e}"))?;
+        say("MEASURE")?;
         Ok(Self {
             started: Instant::now(),
             at_start: None,
@@ -45,10 +39,7 @@ impl Meter {
     /// samples it from outside before it winds down.
     pub fn finish(self, messages: u64, latencies_us: Vec<f64>) -> Result<ClientResult, String> {
         let result = self.figures(messages, latencies_us)?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "END")
-            .and_then(|()| out.flush())
-            .map_err(|e| format!("stdout: {e}"))?;
+        say("END")?;
         std::thread::sleep(std::time::Duration::from_millis(300));
         Ok(result)
     }
@@ -78,6 +69,14 @@ impl Meter {
             io_bytes: 0,
         })
     }
+}
+
+/// Prints `line` on stdout at once (the suite reads it as it comes).
+pub fn say(line: &str) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("stdout: {e}"))
 }
 
 /// A body of `bytes` ASCII letters, different per message.

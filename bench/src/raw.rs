@@ -192,6 +192,19 @@ fn by_region(targets: &[Target]) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// A connection per region of `targets`, each space joined.
+async fn joined(targets: &[Target], token: &str) -> Result<Vec<Conn>, String> {
+    let mut conns = Vec::new();
+    for (url, spaces) in by_region(targets) {
+        let mut conn = Conn::open(&url, token).await?;
+        for space in &spaces {
+            conn.join(space).await?;
+        }
+        conns.push(conn);
+    }
+    Ok(conns)
+}
+
 /// `total` sends shared out between the connections (each with `window` in flight), all at
 /// once; their ack latencies.
 async fn send_phase(
@@ -234,15 +247,7 @@ pub async fn run(spec: &ClientSpec) -> Result<ClientResult, String> {
             seconds,
             warmup_seconds,
         } => {
-            let groups = by_region(targets);
-            let mut conns = Vec::new();
-            for (url, spaces) in &groups {
-                let mut conn = Conn::open(url, &spec.token).await?;
-                for space in spaces {
-                    conn.join(space).await?;
-                }
-                conns.push(conn);
-            }
+            let conns = joined(targets, &spec.token).await?;
             // The sockets are read in turn by one task: a message is "consumed" by parsing
             // it and reading its body.
             let mut streams = futures::stream::select_all(conns.into_iter().map(|c| {
@@ -286,15 +291,7 @@ pub async fn run(spec: &ClientSpec) -> Result<ClientResult, String> {
         }
         Mode::Scale { .. } => Err("the scale scenario is Meridian's alone".into()),
         Mode::Idle { targets, seconds } => {
-            let groups = by_region(targets);
-            let mut conns = Vec::new();
-            for (url, spaces) in &groups {
-                let mut conn = Conn::open(url, &spec.token).await?;
-                for space in spaces {
-                    conn.join(space).await?;
-                }
-                conns.push(conn);
-            }
+            let mut conns = joined(targets, &spec.token).await?;
             let meter = Meter::start_quiet()?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(*seconds);
             let idle = conns.iter_mut().map(|c| async move {

@@ -9,7 +9,7 @@ use futures::stream::FuturesUnordered;
 use meridian::model::SpaceId;
 use meridian::{Client, ClientConfig, Event};
 
-use crate::meter::{Meter, body};
+use crate::meter::{Meter, body, say};
 use crate::spec::{ClientResult, ClientSpec, Mode, Target};
 
 fn spaces(targets: &[Target]) -> Result<Vec<SpaceId>, String> {
@@ -45,15 +45,6 @@ async fn sends(
         latencies.push(started.elapsed().as_secs_f64() * 1e6);
     }
     Ok(latencies)
-}
-
-/// Prints `line` on stdout at once.
-fn say(line: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")
-        .and_then(|()| out.flush())
-        .map_err(|e| format!("stdout: {e}"))
 }
 
 /// Waits for `word` on stdin.

@@ -119,8 +119,18 @@ fn run(args: &[String]) -> Result<(), String> {
                 .ok_or("no repository root")?;
             let env = suite::env(&root, runs, quick, extra)?;
             let all = runtime_for_suite()?.block_on(suite::run(&env))?;
-            report::write(&root, &all, &env.extra, runs)?;
-            println!("\nwrote BENCHMARKS.md, bench/results.json and bench/results.svg");
+            let out = if quick {
+                report::Outputs::scratch(&root, &root.join("target/bench/quick"))
+            } else {
+                report::Outputs::repository(&root)
+            };
+            report::write(&out, &all, &env.extra, runs)?;
+            println!(
+                "\nwrote {}, {} and {}",
+                out.markdown.display(),
+                out.json.display(),
+                out.svg.display()
+            );
             Ok(())
         }
         _ => Err(USAGE.into()),

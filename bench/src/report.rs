@@ -409,10 +409,45 @@ const BEGIN: &str =
     "<!-- results:begin (written by `cargo xtask bench`; edit outside the markers) -->";
 const END: &str = "<!-- results:end -->";
 
-/// Writes `BENCHMARKS.md` (the part between the markers), `bench/results.json` and
-/// `bench/results.svg` under `root`.
+/// Where the report goes: the markdown (its prose taken from `template`, the tables
+/// between the markers replaced), the JSON and the plot.
+pub struct Outputs {
+    /// The BENCHMARKS.md whose prose is kept.
+    pub template: std::path::PathBuf,
+    /// The markdown written.
+    pub markdown: std::path::PathBuf,
+    /// Every run, the medians and the extras.
+    pub json: std::path::PathBuf,
+    /// The plot.
+    pub svg: std::path::PathBuf,
+}
+
+impl Outputs {
+    /// The repository's BENCHMARKS.md, bench/results.json and bench/results.svg.
+    pub fn repository(root: &Path) -> Self {
+        Self {
+            template: root.join("BENCHMARKS.md"),
+            markdown: root.join("BENCHMARKS.md"),
+            json: root.join("bench/results.json"),
+            svg: root.join("bench/results.svg"),
+        }
+    }
+
+    /// The same three files under `dir`, the repository's left alone (a quick run's figures
+    /// mean nothing).
+    pub fn scratch(root: &Path, dir: &Path) -> Self {
+        Self {
+            template: root.join("BENCHMARKS.md"),
+            markdown: dir.join("BENCHMARKS.md"),
+            json: dir.join("results.json"),
+            svg: dir.join("results.svg"),
+        }
+    }
+}
+
+/// Writes the report.
 pub fn write(
-    root: &Path,
+    out: &Outputs,
     runs: &[Run],
     extra: &Extra,
     runs_per_group: usize,
@@ -435,18 +470,21 @@ pub fn write(
     section.push('\n');
     section.push_str(END);
 
-    let path = root.join("BENCHMARKS.md");
-    let old = std::fs::read_to_string(&path)
+    let path = &out.markdown;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let old = std::fs::read_to_string(&out.template)
         .unwrap_or_else(|_| format!("# Benchmarks\n\n{BEGIN}\n{END}\n"));
     let new = match (old.find(BEGIN), old.find(END)) {
         (Some(b), Some(e)) if e > b => format!("{}{section}{}", &old[..b], &old[e + END.len()..]),
         _ => format!("{old}\n{section}\n"),
     };
-    std::fs::write(&path, new).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::write(path, new).map_err(|e| format!("{}: {e}", path.display()))?;
     let json =
         serde_json::json!({ "machine": machine(), "medians": m, "runs": runs, "extra": extra });
     let json = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
-    std::fs::write(root.join("bench/results.json"), json + "\n").map_err(|e| e.to_string())?;
-    std::fs::write(root.join("bench/results.svg"), plot(&m)).map_err(|e| e.to_string())?;
+    std::fs::write(&out.json, json + "\n").map_err(|e| e.to_string())?;
+    std::fs::write(&out.svg, plot(&m)).map_err(|e| e.to_string())?;
     Ok(())
 }

@@ -62,6 +62,8 @@ fn main() -> ExitCode {
         ["react-native"] => Run::new("react-native").finish(mobile::react_native),
         ["bench"] => Run::new("bench").finish(|run| bench::bench(run, false)),
         // The same, with few messages and one run: checks the suite works, measures nothing.
+        // What `test` runs: the same with few messages and one run; it checks that the suite
+        // works, measures nothing, and writes its report under target/bench/quick/.
         ["bench", "--quick"] => Run::new("bench").finish(|run| bench::bench(run, true)),
         // What `test` runs: the committed Kotlin and Swift sources are what the library makes.
         ["dist", "mobile", "--check"] => Run::new("dist mobile").finish(mobile::check),
@@ -181,6 +183,12 @@ fn test_steps() -> Vec<Step> {
         // belong in the log even when their tests pass.
         Step::cargo("tests", &["test", "--workspace", "--", "--show-output"])
             .env("MERIDIAN_REQUIRE_NODE", "1"),
+        // The benchmark suite end to end, with few messages and one run: it works on this
+        // machine (its figures mean nothing; the report goes to target/bench/quick/).
+        Step::cargo(
+            "benchmark suite, quick (cargo xtask bench --quick)",
+            &["xtask", "bench", "--quick"],
+        ),
         // With no system certificate store in reach: the SDK carries its own roots, as a
         // minimal container or an Android app needs.
         Step::cargo("quickstart", &["run", "--example", "quickstart"])

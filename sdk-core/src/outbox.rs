@@ -1,12 +1,13 @@
 //! The outbox: every send, from the moment the app makes it until the region stores it.
 //!
-//! Owns: the queue of sends in the order the app made them, one in flight per space, what
+//! Owns: the queue of sends in the order the app made them, one batch in flight per space, what
 //! is retried and what has failed for good. It is a sans-IO state machine: the client
 //! persists what it returns (each entry is written to the [`crate::store::Store`] before
 //! `send_message` returns) and submits what it hands out. Must never do IO or drop an entry
 //! that wasn't stored by the region, failed for good, or cancelled by the app.
 //!
-//! Ordering: sends to one space are submitted one at a time in the order made. A send that
+//! Ordering: sends to one space are submitted in the order made, one batch at a time (the
+//! sends queued when the previous batch is answered, up to a maximum). A send that
 //! fails for good (policy, not found, invalid) is marked failed and steps out of line: the
 //! sends after it go on. The app sees the failure (event and handle), and can retry it,
 //! which puts it at the back of its space's line, or cancel it.

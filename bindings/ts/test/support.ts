@@ -25,6 +25,29 @@ export async function connect(
   return { client, events: client.events() };
 }
 
+/**
+ * A stream's `next()` still unanswered when a wait timed out: the next wait takes it over,
+ * so that the event it resolves with is not lost to a call nobody awaits any more.
+ */
+const unanswered = new WeakMap<EventStream, Promise<IteratorResult<MeridianEvent>>>();
+
+/** The stream's next event, reusing a `next()` an earlier wait left unanswered. */
+function nextOf(events: EventStream): Promise<IteratorResult<MeridianEvent>> {
+  let pending = unanswered.get(events);
+  if (pending === undefined) {
+    pending = events.next();
+    unanswered.set(events, pending);
+    const settled = (): void => {
+      if (unanswered.get(events) === pending) {
+        unanswered.delete(events);
+      }
+    };
+    // Whoever awaits `pending` sees a rejection; this only forgets it either way.
+    pending.then(settled, settled);
+  }
+  return pending;
+}
+
 /** The next `count` events of `type` from `events`, failing after `timeoutMs`. */
 export async function take<T extends EventType>(
   events: EventStream,
@@ -37,7 +60,7 @@ export async function take<T extends EventType>(
   while (found.length < count) {
     const left = deadline - Date.now();
     const next = await Promise.race([
-      events.next(),
+      nextOf(events),
       new Promise<"timeout">((r) => setTimeout(() => r("timeout"), Math.max(left, 0)).unref()),
     ]);
     if (next === "timeout") {
@@ -62,7 +85,7 @@ export async function until(
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const next = await Promise.race([
-      events.next(),
+      nextOf(events),
       new Promise<"timeout">((r) =>
         setTimeout(() => r("timeout"), Math.max(deadline - Date.now(), 0)).unref(),
       ),

@@ -24,7 +24,7 @@ use crate::model::{
 };
 use crate::outbox::{Outbox, OutboxEntry, Settled};
 use crate::policy;
-use crate::protocol::{MAX_BATCH, SendBatchRequest, TypingEvent};
+use crate::protocol::{MAX_BATCH, TypingEvent};
 use crate::secret::{self, Secret};
 use crate::session::{
     ConnId, ConnectionState, Cursor, Output, RegionSession, Request, RequestId, Response,
@@ -695,19 +695,8 @@ impl Engine {
             requests.push(request);
         }
         self.space_regions.insert(space.clone(), loc.region.clone());
-        let request = match requests.pop() {
-            Some(only) if requests.is_empty() => Request::Send(only),
-            Some(last) => {
-                requests.push(last);
-                Request::SendBatch(SendBatchRequest {
-                    space,
-                    messages: requests,
-                })
-            }
-            None => return,
-        };
         let now = self.driver.now();
-        let id = self.submit(&region, request, now);
+        let id = self.submit(&region, Request::sends(space, requests), now);
         self.send_requests
             .insert(id, batch.iter().map(|e| e.order).collect());
     }
@@ -748,12 +737,9 @@ impl Engine {
 
     fn on_send_reply(&mut self, orders: Vec<u64>, result: Result<Response>) {
         let count = orders.len();
-        let results: Vec<Result<SendReceipt>> = match result {
-            Ok(Response::Sent(receipt)) if count == 1 => vec![Ok(receipt)],
-            Ok(Response::SentBatch(receipts)) if receipts.len() == count => {
-                receipts.into_iter().map(Ok).collect()
-            }
-            Ok(other) => {
+        let results: Vec<Result<SendReceipt>> = match result.map(|r| r.receipts(count)) {
+            Ok(Ok(receipts)) => receipts.into_iter().map(Ok).collect(),
+            Ok(Err(other)) => {
                 let e = Error::Protocol(format!("unexpected answer {other:?}"));
                 vec![Err(e); count]
             }

@@ -208,15 +208,17 @@ impl Outbox {
             if busy.insert(entry.space.clone()) {
                 batches.push(vec![entry.clone()]);
                 self.in_flight.insert(*order);
+                // A first send not sendable yet goes alone.
+                if !sendable(*order) {
+                    closed.insert(entry.space.clone());
+                }
                 continue;
             }
             let open = batches
                 .iter_mut()
                 .find(|b| b.first().is_some_and(|first| first.space == entry.space));
             match open {
-                Some(batch)
-                    if batch.len() < max && sendable(*order) && sendable(batch[0].order) =>
-                {
+                Some(batch) if batch.len() < max && sendable(*order) => {
                     batch.push(entry.clone());
                     self.in_flight.insert(*order);
                 }

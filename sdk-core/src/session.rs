@@ -112,6 +112,30 @@ impl Request {
             Self::Presence(_) | Self::CreateDm(_) => None,
         }
     }
+
+    /// Sends to one space in the order to store them: `message:send` for one, a
+    /// `message:send_batch` for several.
+    pub fn sends(space: SpaceId, mut sends: Vec<SendRequest>) -> Self {
+        match sends.pop() {
+            Some(only) if sends.is_empty() => Self::Send(only),
+            last => {
+                sends.extend(last);
+                Self::SendBatch(SendBatchRequest {
+                    space,
+                    messages: sends,
+                })
+            }
+        }
+    }
+
+    /// The space of a send or a batch of sends: the session keeps one on the wire per space.
+    fn sends_to(&self) -> Option<&SpaceId> {
+        match self {
+            Self::Send(r) => Some(&r.space),
+            Self::SendBatch(r) => Some(&r.space),
+            _ => None,
+        }
+    }
 }
 
 /// A request's successful answer.
@@ -136,6 +160,18 @@ pub enum Response {
     PresenceSet,
     /// DM created or found.
     DmCreated(SpaceLocation),
+}
+
+impl Response {
+    /// The receipts of `count` sends in order, from the answer to their [`Request::Send`] or
+    /// [`Request::SendBatch`]; any other answer is handed back.
+    pub fn receipts(self, count: usize) -> std::result::Result<Vec<SendReceipt>, Response> {
+        match self {
+            Self::Sent(receipt) if count == 1 => Ok(vec![receipt]),
+            Self::SentBatch(receipts) if receipts.len() == count => Ok(receipts),
+            other => Err(other),
+        }
+    }
 }
 
 /// The public connection state of one region, as the app sees it.
@@ -972,18 +1008,19 @@ impl RegionSession {
         let mut busy_spaces = std::collections::HashSet::new();
         let mut ready = Vec::new();
         for (id, pending) in &self.requests {
-            match &pending.request {
-                Request::Join(_) => {}
-                Request::Send(SendRequest { space, .. })
-                | Request::SendBatch(SendBatchRequest { space, .. }) => {
+            if matches!(pending.request, Request::Join(_)) {
+                continue;
+            }
+            match pending.request.sends_to() {
+                Some(space) => {
                     let joined = self.subscriptions.get(space).is_none_or(|sub| sub.active);
                     if pending.ack.is_none() && joined && !busy_spaces.contains(space) {
                         ready.push(*id);
                     }
                     busy_spaces.insert(space.clone());
                 }
-                _ if pending.ack.is_none() => ready.push(*id),
-                _ => {}
+                None if pending.ack.is_none() => ready.push(*id),
+                None => {}
             }
         }
         for id in ready {
@@ -1471,11 +1508,7 @@ impl RegionSession {
                 let stranded: Vec<RequestId> = self
                     .requests
                     .iter()
-                    .filter(|(_, p)| match &p.request {
-                        Request::Send(r) => &r.space == space,
-                        Request::SendBatch(r) => &r.space == space,
-                        _ => false,
-                    })
+                    .filter(|(_, p)| p.request.sends_to() == Some(space))
                     .map(|(id, _)| *id)
                     .collect();
                 for id in stranded {

@@ -809,3 +809,43 @@ fn closing_the_session_answers_pending_work_but_reports_no_subscription_as_lost(
     );
     assert_eq!(r.session.connection_state(), ConnectionState::Closed);
 }
+
+#[meridian_test]
+fn one_send_goes_alone_several_go_as_a_batch_and_their_receipts_come_back_in_order() {
+    let space = SpaceId::new_unchecked("s");
+    let request = |key: &str| match send("s", key) {
+        Request::Send(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        Request::sends(space.clone(), vec![request("a")]),
+        send("s", "a")
+    );
+    let Request::SendBatch(batch) = Request::sends(space.clone(), vec![request("a"), request("b")])
+    else {
+        panic!("two sends go as a batch");
+    };
+    let keys: Vec<&str> = batch.messages.iter().map(|m| m.key.as_str()).collect();
+    assert_eq!((batch.space, keys), (space, vec!["a", "b"]));
+
+    let receipt = |seq| SendReceipt {
+        message_id: MessageId::new_unchecked(format!("m{seq}")),
+        seq,
+        sent_at_ms: 0,
+    };
+    assert_eq!(Response::Sent(receipt(1)).receipts(1), Ok(vec![receipt(1)]));
+    let two = vec![receipt(1), receipt(2)];
+    assert_eq!(
+        Response::SentBatch(two.clone()).receipts(2),
+        Ok(two.clone())
+    );
+    assert_eq!(
+        Response::SentBatch(two.clone()).receipts(3),
+        Err(Response::SentBatch(two))
+    );
+    assert_eq!(
+        Response::Sent(receipt(1)).receipts(2),
+        Err(Response::Sent(receipt(1)))
+    );
+    assert_eq!(Response::Left.receipts(1), Err(Response::Left));
+}

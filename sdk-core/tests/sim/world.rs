@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use meridian::model::SendReceipt;
 use meridian::model::{IdempotencyKey, Message, MessageId, RegionId, SpaceId, UserId};
 use meridian::outbox::{Outbox, OutboxEntry, Settled};
-use meridian::protocol::{MAX_BATCH, SendBatchRequest};
+use meridian::protocol::MAX_BATCH;
 use meridian::session::{
     ConnectionState, Cursor, Output, RegionSession, Request, Response, SessionEvent,
 };
@@ -707,24 +707,19 @@ impl World {
             };
             for batch in ready {
                 progressed = true;
-                let client = &mut self.clients[c];
-                let id = client.request_id();
+                let Some(space) = batch.first().map(|e| e.space.clone()) else {
+                    continue;
+                };
                 let orders: Vec<u64> = batch.iter().map(|e| e.order).collect();
                 if orders.len() > 1 {
                     self.report.stats.batched += orders.len() as u64;
                 }
+                let request =
+                    Request::sends(space, batch.iter().map(OutboxEntry::request).collect());
                 let client = &mut self.clients[c];
+                let id = client.request_id();
                 client.pending.insert(id, Pending::Send(orders));
                 client.batch += 1;
-                let mut requests: Vec<_> = batch.iter().map(OutboxEntry::request).collect();
-                let request = match (requests.len(), batch.first()) {
-                    (1, _) => Request::Send(requests.remove(0)),
-                    (_, Some(first)) => Request::SendBatch(SendBatchRequest {
-                        space: first.space.clone(),
-                        messages: requests,
-                    }),
-                    (_, None) => continue,
-                };
                 if let Some(session) = client.session.as_mut() {
                     session.request(id, request, now);
                 }
@@ -993,12 +988,9 @@ impl World {
     /// The answer to a send or a batch: each entry settled in the batch's order.
     fn sends_answered(&mut self, c: usize, orders: Vec<u64>, result: meridian::Result<Response>) {
         let count = orders.len();
-        let results: Vec<meridian::Result<SendReceipt>> = match result {
-            Ok(Response::Sent(receipt)) if count == 1 => vec![Ok(receipt)],
-            Ok(Response::SentBatch(receipts)) if receipts.len() == count => {
-                receipts.into_iter().map(Ok).collect()
-            }
-            Ok(other) => vec![
+        let results: Vec<meridian::Result<SendReceipt>> = match result.map(|r| r.receipts(count)) {
+            Ok(Ok(receipts)) => receipts.into_iter().map(Ok).collect(),
+            Ok(Err(other)) => vec![
                 Err(meridian::Error::Internal(format!(
                     "a send answered {other:?}"
                 )));

@@ -76,7 +76,7 @@ fn run(args: &[String]) -> Result<(), String> {
             let tokens: Vec<String> = (0..servers::SENDERS)
                 .map(|i| format!("{}-token", servers::sender(i)))
                 .collect();
-            runtime()?.block_on(raw::senders(targets, &tokens, 100))
+            runtime()?.block_on(raw::senders(targets, &tokens, spec::BODY_BYTES))
         }
         ["probe", json] => {
             let spec = parse_spec(json)?;

@@ -71,12 +71,48 @@ impl Meter {
     }
 }
 
+/// A receiving client's phases: `stream` consumed for `warmup_seconds` unmeasured, then
+/// for `seconds` measured. `consume` takes each item and tells whether it was a message.
+pub async fn receive<S: futures::Stream + Unpin>(
+    stream: &mut S,
+    warmup_seconds: u64,
+    seconds: u64,
+    mut consume: impl FnMut(S::Item) -> Result<bool, String>,
+) -> Result<ClientResult, String> {
+    use futures::StreamExt;
+    let mut received = 0u64;
+    let mut meter = None;
+    for (phase, length) in [(0, warmup_seconds), (1, seconds)] {
+        if phase == 1 {
+            meter = Some(Meter::start()?);
+        }
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(length);
+        while let Ok(item) = tokio::time::timeout_at(until, stream.next()).await {
+            let item = item.ok_or("the stream of messages ended")?;
+            if consume(item)? && phase == 1 {
+                received += 1;
+            }
+        }
+    }
+    meter
+        .ok_or("no measured phase")?
+        .finish(received, Vec::new())
+}
+
 /// Prints `line` on stdout at once (the suite reads it as it comes).
 pub fn say(line: &str) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")
         .and_then(|()| out.flush())
         .map_err(|e| format!("stdout: {e}"))
+}
+
+/// Seconds since the Unix epoch: the one clock two processes of the suite share.
+pub fn unix_now() -> Result<f64, String> {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .map_err(|e| e.to_string())
 }
 
 /// A body of `bytes` ASCII letters, different per message.

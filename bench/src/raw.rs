@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::meter::{Meter, body};
+use crate::meter::{Meter, body, receive};
 use crate::spec::{ClientResult, ClientSpec, Mode, Target};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -165,7 +165,8 @@ pub async fn senders(
 pub async fn probe(targets: &[Target], token: &str) -> Result<(), String> {
     for (url, spaces) in by_region(targets) {
         let mut conn = Conn::open(&url, token).await?;
-        conn.sends(&spaces, spaces.len(), 16, 100).await?;
+        conn.sends(&spaces, spaces.len(), 16, crate::spec::BODY_BYTES)
+            .await?;
     }
     Ok(())
 }
@@ -258,7 +259,8 @@ pub async fn run(spec: &ClientSpec) -> Result<ClientResult, String> {
                 .boxed()
             }));
             let mut body_bytes = 0usize;
-            let mut consume = |frame: String| -> Result<bool, String> {
+            let result = receive(&mut streams, *warmup_seconds, *seconds, |frame| {
+                let frame = frame?;
                 let Some(event) = frame.strip_prefix("42") else {
                     return Ok(false);
                 };
@@ -269,25 +271,10 @@ pub async fn run(spec: &ClientSpec) -> Result<ClientResult, String> {
                 }
                 body_bytes += parsed[1]["body"].as_str().map_or(0, str::len);
                 Ok(true)
-            };
-            let mut received = 0u64;
-            let mut meter = None;
-            for (phase, length) in [(0, *warmup_seconds), (1, *seconds)] {
-                if phase == 1 {
-                    meter = Some(Meter::start()?);
-                }
-                let until = tokio::time::Instant::now() + Duration::from_secs(length);
-                while let Ok(frame) = tokio::time::timeout_at(until, streams.next()).await {
-                    let frame = frame.ok_or("every connection closed")??;
-                    if consume(frame)? && phase == 1 {
-                        received += 1;
-                    }
-                }
-            }
+            })
+            .await;
             std::hint::black_box(body_bytes);
-            meter
-                .ok_or("no measured phase")?
-                .finish(received, Vec::new())
+            result
         }
         Mode::Scale { .. } => Err("the scale scenario is Meridian's alone".into()),
         Mode::Idle { targets, seconds } => {

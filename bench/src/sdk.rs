@@ -9,7 +9,7 @@ use futures::stream::FuturesUnordered;
 use meridian::model::SpaceId;
 use meridian::{Client, ClientConfig, Event};
 
-use crate::meter::{Meter, body, say};
+use crate::meter::{Meter, body, receive, say};
 use crate::spec::{ClientResult, ClientSpec, Mode, Target};
 
 fn spaces(targets: &[Target]) -> Result<Vec<SpaceId>, String> {
@@ -95,7 +95,7 @@ async fn scale(
     let mut sends = FuturesUnordered::new();
     for (i, space) in all.iter().take(pending).enumerate() {
         let pending = client
-            .send_message(space, &body(100, i))
+            .send_message(space, &body(crate::spec::BODY_BYTES, i))
             .await
             .map_err(|e| format!("send_message: {e}"))?;
         sends.push(pending.acked());
@@ -118,10 +118,7 @@ async fn scale(
             },
         }
     }
-    let done_unix_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_secs_f64();
+    let done_unix_s = crate::meter::unix_now()?;
     let end = crate::procfs::sample("self")?;
     Ok(ClientResult {
         messages: all.len() as u64,
@@ -169,30 +166,24 @@ pub async fn run(spec: &ClientSpec) -> Result<ClientResult, String> {
                     .map_err(|e| format!("join {space}: {e}"))?;
             }
             let mut body_bytes = 0usize;
-            let mut received = 0u64;
-            let mut meter = None;
-            for (phase, length) in [(0, *warmup_seconds), (1, *seconds)] {
-                if phase == 1 {
-                    meter = Some(Meter::start()?);
-                }
-                let until = tokio::time::Instant::now() + Duration::from_secs(length);
-                while let Ok(event) = tokio::time::timeout_at(until, events.next()).await {
-                    match event.ok_or("the event stream ended")? {
-                        Event::MessageReceived(m) => {
-                            body_bytes += m.body.len();
-                            received += u64::from(phase == 1);
-                        }
-                        Event::SubscriptionLost { space, error } => {
-                            return Err(format!("lost {space}: {error}"));
-                        }
-                        _ => {}
+            let result = receive(
+                &mut events,
+                *warmup_seconds,
+                *seconds,
+                |event| match event {
+                    Event::MessageReceived(m) => {
+                        body_bytes += m.body.len();
+                        Ok(true)
                     }
-                }
-            }
+                    Event::SubscriptionLost { space, error } => {
+                        Err(format!("lost {space}: {error}"))
+                    }
+                    _ => Ok(false),
+                },
+            )
+            .await;
             std::hint::black_box(body_bytes);
-            meter
-                .ok_or("no measured phase")?
-                .finish(received, Vec::new())
+            result
         }
         Mode::Scale {
             targets,

@@ -8,6 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The size of every message body the benchmarks send.
+pub const BODY_BYTES: usize = 100;
+
 /// One space to send to, and the Socket.IO endpoint of the region that houses it (the
 /// raw and socket.io-client clients connect there directly; Meridian asks the directory).
 #[derive(Debug, Clone, Serialize, Deserialize)]

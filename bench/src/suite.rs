@@ -12,7 +12,7 @@ use tokio::process::Command;
 use crate::procfs;
 use crate::report;
 use crate::servers::{self, Ready, Server};
-use crate::spec::{ClientResult, ClientSpec, Mode, Target};
+use crate::spec::{BODY_BYTES, ClientResult, ClientSpec, Mode, Target};
 
 /// The core the servers (and the fan-in senders) run on.
 const SERVER_CORE: usize = 0;
@@ -232,6 +232,27 @@ fn spec(ready: &Ready, token: &str, mode: Mode) -> ClientSpec {
     }
 }
 
+/// Acked sends of 100-byte bodies, as the benchmark user.
+fn sends(
+    ready: &Ready,
+    targets: &[Target],
+    window: usize,
+    count: usize,
+    warmup: usize,
+) -> ClientSpec {
+    spec(
+        ready,
+        &format!("{}-token", servers::USER),
+        Mode::Send {
+            targets: targets.to_vec(),
+            window,
+            count,
+            warmup,
+            body_bytes: BODY_BYTES,
+        },
+    )
+}
+
 /// The targets for `spaces`, each at its region's URL (or all at `everything`).
 fn targets(ready: &Ready, spaces: &[String], everything: Option<&str>) -> Vec<Target> {
     spaces
@@ -283,7 +304,6 @@ const ALL: [Kind; 3] = [Kind::Meridian, Kind::Raw, Kind::SocketIo];
 /// Runs every scenario; the runs, in order.
 pub async fn run(env: &Env) -> Result<Vec<Run>, String> {
     let mut runs = Vec::new();
-    let body_bytes = 100;
     let plain = vec![servers::PLAIN_SPACE.to_owned()];
     let many: Vec<String> = (0..100).map(servers::many_space).collect();
 
@@ -324,19 +344,7 @@ pub async fn run(env: &Env) -> Result<Vec<Run>, String> {
             ),
         ] {
             let t = targets(&ready, spaces, node_url.as_deref());
-            let spec_for = |_: Kind| {
-                spec(
-                    &ready,
-                    &format!("{}-token", servers::USER),
-                    Mode::Send {
-                        targets: t.clone(),
-                        window,
-                        count,
-                        warmup,
-                        body_bytes,
-                    },
-                )
-            };
+            let spec_for = |_: Kind| sends(&ready, &t, window, count, warmup);
             env.rounds(scenario, (name, &pid), &ALL, &spec_for, &mut runs)
                 .await?;
         }
@@ -370,19 +378,7 @@ pub async fn run(env: &Env) -> Result<Vec<Run>, String> {
         ),
     ] {
         let t = targets(&ready, &[space.to_owned()], None);
-        let spec_for = |_: Kind| {
-            spec(
-                &ready,
-                &format!("{}-token", servers::USER),
-                Mode::Send {
-                    targets: t.clone(),
-                    window,
-                    count,
-                    warmup: count / 10,
-                    body_bytes,
-                },
-            )
-        };
+        let spec_for = |_: Kind| sends(&ready, &t, window, count, count / 10);
         env.rounds(
             scenario,
             ("devserver", &dev.pid),
@@ -530,7 +526,7 @@ async fn scale(env: &Env, runs: &mut Vec<Run>) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         next("QUEUED").await?;
-        let restarted_at = unix_now()?;
+        let restarted_at = crate::meter::unix_now()?;
         let mut flags = Server::same_ports(&ready);
         flags.extend(data_flags.iter().cloned());
         let (dev, ready) = devserver_with(env, &flags).await?;
@@ -575,13 +571,6 @@ fn spec_file(env: &Env, name: &str, spec: &ClientSpec) -> Result<String, String>
     let json = serde_json::to_vec(spec).map_err(|e| e.to_string())?;
     std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(format!("@{}", path.display()))
-}
-
-fn unix_now() -> Result<f64, String> {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .map_err(|e| e.to_string())
 }
 
 /// An idle spec's JSON: how the probe and the senders get their targets.

@@ -235,7 +235,8 @@ pub(crate) fn setup(run: &mut Run) -> Result<(), Failure> {
 
     let installed_components = capture("rustup", &["component", "list", "--installed"])
         .map_err(|e| run.fail("rust components", e))?;
-    let missing: Vec<&str> = ["rustfmt", "clippy"]
+    // rust-src: the web bundle compiles the standard library itself (see `web::dist`).
+    let missing: Vec<&str> = ["rustfmt", "clippy", "rust-src"]
         .into_iter()
         .filter(|c| !installed_components.lines().any(|l| l.starts_with(c)))
         .collect();
@@ -245,7 +246,7 @@ pub(crate) fn setup(run: &mut Run) -> Result<(), Failure> {
         .chain(missing.iter().copied())
         .collect();
     run.ensure(
-        "rustfmt and clippy",
+        "rustfmt, clippy and rust-src",
         missing.is_empty(),
         Step::new("rust components", "rustup", &add),
     )?;

@@ -599,7 +599,7 @@ async fn load_or_create_keys(
 }
 
 fn unexpected(response: &Response) -> Error {
-    Error::Protocol(format!("unexpected answer {response:?}"))
+    Error::Protocol(format!("unexpected answer: {}", response.name()))
 }
 
 /// A fresh W3C traceparent (version 00, sampled).

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
+use crate::json::FromJson;
 
 use crate::credentials::Credentials;
 use crate::driver::{Driver, HttpMethod, HttpRequest};
@@ -232,7 +232,7 @@ impl Directory {
         self.cache().spaces.remove(space);
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str, method: HttpMethod) -> Result<T> {
+    async fn get<T: FromJson>(&self, path: &str, method: HttpMethod) -> Result<T> {
         let (token, generation) = self.credentials.current();
         match self.ask(path, method, &token).await {
             Err(Error::Unauthorized(_)) if self.credentials.renewable() => {
@@ -243,12 +243,7 @@ impl Directory {
         }
     }
 
-    async fn ask<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        method: HttpMethod,
-        token: &Secret,
-    ) -> Result<T> {
+    async fn ask<T: FromJson>(&self, path: &str, method: HttpMethod, token: &Secret) -> Result<T> {
         let request = HttpRequest {
             method,
             url: format!("{}{path}", self.base_url),

@@ -740,7 +740,7 @@ impl Engine {
         let results: Vec<Result<SendReceipt>> = match result.map(|r| r.receipts(count)) {
             Ok(Ok(receipts)) => receipts.into_iter().map(Ok).collect(),
             Ok(Err(other)) => {
-                let e = Error::Protocol(format!("unexpected answer {other:?}"));
+                let e = Error::Protocol(format!("unexpected answer: {}", other.name()));
                 vec![Err(e); count]
             }
             Err(e) => vec![Err(e); count],

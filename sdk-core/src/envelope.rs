@@ -160,6 +160,17 @@ pub struct SealedPayload {
     pub ct: String,
 }
 
+impl crate::json::FromJson for SealedPayload {
+    fn from_json(value: serde_json::Value) -> std::result::Result<Self, String> {
+        let mut f = crate::json::Fields::of(value)?;
+        Ok(Self {
+            suite: f.req("suite")?,
+            enc: f.req("enc")?,
+            ct: f.req("ct")?,
+        })
+    }
+}
+
 impl std::fmt::Debug for SealedPayload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SealedPayload(<{} bytes>)", self.ct.len())

@@ -40,42 +40,27 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// The stable string form of the code, e.g. `policy_violation`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PolicyViolation => "policy_violation",
-            Self::NotFound => "not_found",
-            Self::Unauthorized => "unauthorized",
-            Self::InvalidInput => "invalid_input",
-            Self::DirectoryUnavailable => "directory_unavailable",
-            Self::Closed => "closed",
-            Self::Timeout => "timeout",
-            Self::Protocol => "protocol",
-            Self::Moved => "moved",
-            Self::Transport => "transport",
-            Self::Integrity => "integrity",
-            Self::Internal => "internal",
-        }
-    }
-
     /// Parses the stable string form; unknown codes from a newer server map to `Internal`.
     pub fn parse(code: &str) -> Self {
-        match code {
-            "policy_violation" => Self::PolicyViolation,
-            "not_found" => Self::NotFound,
-            "unauthorized" => Self::Unauthorized,
-            "invalid_input" => Self::InvalidInput,
-            "directory_unavailable" => Self::DirectoryUnavailable,
-            "closed" => Self::Closed,
-            "timeout" => Self::Timeout,
-            "protocol" => Self::Protocol,
-            "moved" => Self::Moved,
-            "transport" => Self::Transport,
-            "integrity" => Self::Integrity,
-            _ => Self::Internal,
-        }
+        Self::from_wire_name(code).unwrap_or(Self::Internal)
     }
 }
+
+// `as_str` (the stable string form, e.g. `policy_violation`), `from_wire_name`, `FromJson`.
+crate::json::string_enum!(ErrorCode {
+    PolicyViolation => "policy_violation",
+    NotFound => "not_found",
+    Unauthorized => "unauthorized",
+    InvalidInput => "invalid_input",
+    DirectoryUnavailable => "directory_unavailable",
+    Closed => "closed",
+    Timeout => "timeout",
+    Protocol => "protocol",
+    Moved => "moved",
+    Transport => "transport",
+    Integrity => "integrity",
+    Internal => "internal",
+});
 
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

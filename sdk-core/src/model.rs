@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::json::{Fields, FromJson, string_enum};
 
 /// The longest identifier accepted anywhere (bytes).
 pub const MAX_ID_LEN: usize = 128;
@@ -58,6 +59,12 @@ macro_rules! id_type {
             /// The identifier as a string slice.
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+        }
+
+        impl FromJson for $name {
+            fn from_json(value: serde_json::Value) -> std::result::Result<Self, String> {
+                Self::new(crate::json::string(value)?).map_err(|e| e.to_string())
             }
         }
 
@@ -462,6 +469,202 @@ pub fn validate_body(body: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading from JSON (see `crate::json`): the same shapes the serde attributes above give.
+// ---------------------------------------------------------------------------------------
+
+type Read<T> = std::result::Result<T, String>;
+
+impl FromJson for Region {
+    fn from_json(value: serde_json::Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        Ok(Self {
+            id: f.req("id")?,
+            name: f.req("name")?,
+            socket_url: f.req("socket_url")?,
+            public_key: f.opt("public_key")?,
+        })
+    }
+}
+
+string_enum!(Residency { Dr => "dr", Ds => "ds" });
+string_enum!(RolloutState {
+    Shadow => "shadow",
+    Beta => "beta",
+    Ga => "ga",
+});
+string_enum!(SpaceKind { Channel => "channel", Dm => "dm" });
+string_enum!(PresenceStatus {
+    Online => "online",
+    Away => "away",
+    Offline => "offline",
+});
+
+impl FromJson for GeoPolicy {
+    fn from_json(value: serde_json::Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        let mode: String = f.req("mode")?;
+        let mode = match mode.as_str() {
+            "strict" => PolicyMode::Strict,
+            "whitelist" => PolicyMode::Whitelist {
+                regions: f.req("regions")?,
+            },
+            other => {
+                return Err(crate::json::unknown_variant(
+                    other,
+                    &["strict", "whitelist"],
+                ));
+            }
+        };
+        Ok(Self {
+            id: f.req("id")?,
+            mode,
+            residency: f.req("residency")?,
+        })
+    }
+}
+
+impl FromJson for Flavor {
+    fn from_json(value: serde_json::Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        Ok(Self {
+            id: f.req("id")?,
+            regions: f.req("regions")?,
+            rollout: f.req("rollout")?,
+        })
+    }
+}
+
+impl FromJson for FederationDoc {
+    fn from_json(value: serde_json::Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        Ok(Self {
+            version: f.req("version")?,
+            issued_at_ms: f.req("issued_at_ms")?,
+            regions: f.req("regions")?,
+            policies: f.req("policies")?,
+            flavors: f.req("flavors")?,
+            expires_at_ms: f.opt("expires_at_ms")?.unwrap_or_else(never),
+            next_signing_keys: f.or_default("next_signing_keys")?,
+        })
+    }
+}
+
+impl FromJson for FederationKey {
+    fn from_json(value: serde_json::Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        Ok(Self {
+            id: f.req("id")?,
+            public_key: f.req("public_key")?,
+        })
+    }
+}
+
+impl FromJson for SignedFederationDoc {
+    fn from_json(value: serde_json::Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        Ok(Self {
+            document: f.req("document")?,
+            key_id: f.req("key_id")?,
+            signature: f.req("signature")?,
+        })
+    }
+}
+
+impl FromJson for SessionInfo {
+    fn from_json(value: serde_json::Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        Ok(Self {
+            user: f.req("user")?,
+            display_name: f.req("display_name")?,
+            company: f.req("company")?,
+            home_region: f.req("home_region")?,
+            policy: f.req("policy")?,
+            flavor: f.opt("flavor")?,
+        })
+    }
+}
+
+impl FromJson for SpaceLocation {
+    fn from_json(value: serde_json::Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        Ok(Self {
+            space: f.req("space")?,
+            region: f.req("region")?,
+            company: f.req("company")?,
+            kind: f.req("kind")?,
+            residency: f.req("residency")?,
+        })
+    }
+}
+
+impl FromJson for UserLocation {
+    fn from_json(value: serde_json::Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        Ok(Self {
+            user: f.req("user")?,
+            home_region: f.req("home_region")?,
+            policy: f.req("policy")?,
+        })
+    }
+}
+
+impl FromJson for Message {
+    fn from_json(value: serde_json::Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        Ok(Self {
+            space: f.req("space")?,
+            seq: f.req("seq")?,
+            id: f.req("id")?,
+            sender: f.req("sender")?,
+            body: f.req("body")?,
+            sealed: f.opt("sealed")?,
+            sent_at_ms: f.req("sent_at_ms")?,
+            trace: f.opt("trace")?,
+        })
+    }
+}
+
+impl FromJson for SendReceipt {
+    fn from_json(value: serde_json::Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        Ok(Self {
+            message_id: f.req("message_id")?,
+            seq: f.req("seq")?,
+            sent_at_ms: f.req("sent_at_ms")?,
+        })
+    }
+}
+
+impl FromJson for Notification {
+    fn from_json(value: serde_json::Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        let kind: String = f.req("kind")?;
+        Ok(match kind.as_str() {
+            "mention" => Self::Mention {
+                space: f.req("space")?,
+                message_id: f.req("message_id")?,
+                seq: f.req("seq")?,
+                from: f.req("from")?,
+            },
+            "dm_invite" => Self::DmInvite {
+                space: f.req("space")?,
+                from: f.req("from")?,
+            },
+            "contact_presence" => Self::ContactPresence {
+                user: f.req("user")?,
+                status: f.req("status")?,
+            },
+            other => {
+                return Err(crate::json::unknown_variant(
+                    other,
+                    &["mention", "dm_invite", "contact_presence"],
+                ));
+            }
+        })
+    }
 }
 
 #[cfg(test)]

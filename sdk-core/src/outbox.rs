@@ -56,6 +56,35 @@ pub struct OutboxEntry {
     pub status: SendStatus,
 }
 
+impl crate::json::FromJson for SendStatus {
+    fn from_json(value: serde_json::Value) -> std::result::Result<Self, String> {
+        let mut f = crate::json::Fields::of(value)?;
+        let state: String = f.req("state")?;
+        match state.as_str() {
+            "queued" => Ok(Self::Queued),
+            "failed" => Ok(Self::Failed {
+                code: f.req("code")?,
+                message: f.req("message")?,
+            }),
+            other => Err(crate::json::unknown_variant(other, &["queued", "failed"])),
+        }
+    }
+}
+
+impl crate::json::FromJson for OutboxEntry {
+    fn from_json(value: serde_json::Value) -> std::result::Result<Self, String> {
+        let mut f = crate::json::Fields::of(value)?;
+        Ok(Self {
+            key: f.req("key")?,
+            space: f.req("space")?,
+            body: f.req("body")?,
+            trace: f.opt("trace")?,
+            order: f.req("order")?,
+            status: f.req("status")?,
+        })
+    }
+}
+
 impl std::fmt::Debug for OutboxEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OutboxEntry")

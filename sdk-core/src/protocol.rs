@@ -4,6 +4,9 @@
 //! behaviour: both ends build on these types, so a change here is a protocol change.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::json::{Fields, FromJson};
 
 use crate::error::ErrorCode;
 use crate::model::{
@@ -287,6 +290,107 @@ pub type DmCreateReply = SpaceLocation;
 /// An empty success answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Empty {}
+
+// ---------------------------------------------------------------------------------------
+// Reading from JSON (see `crate::json`): what the client reads of the protocol, in the
+// shapes the serde attributes above give.
+// ---------------------------------------------------------------------------------------
+
+type Read<T> = Result<T, String>;
+
+impl FromJson for Notify {
+    fn from_json(value: Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        Ok(Self {
+            id: f.req("id")?,
+            notification: f.opt("notification")?,
+            sealed: f.opt("sealed")?,
+        })
+    }
+}
+
+impl FromJson for ErrorBody {
+    fn from_json(value: Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        Ok(Self {
+            code: f.req("code")?,
+            message: f.req("message")?,
+            region: f.opt("region")?,
+        })
+    }
+}
+
+impl<T: FromJson> FromJson for Reply<T> {
+    fn from_json(value: Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        if let Some(ok) = f.opt("ok")? {
+            return Ok(Self::Ok(ok));
+        }
+        match f.opt("error")? {
+            Some(error) => Ok(Self::Error(error)),
+            // `{"ok": null}` too: no T is written as null.
+            None => Err("expected `ok` or `error`".into()),
+        }
+    }
+}
+
+impl FromJson for JoinReply {
+    fn from_json(value: Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        Ok(Self {
+            space: f.req("space")?,
+            head_seq: f.req("head_seq")?,
+            missed: f.or_default("missed")?,
+            complete: f.req("complete")?,
+            oldest_seq: f.opt("oldest_seq")?.unwrap_or_else(one),
+            epoch: f.or_default("epoch")?,
+        })
+    }
+}
+
+impl FromJson for SendBatchReply {
+    fn from_json(value: Value) -> Read<Self> {
+        Ok(Self {
+            receipts: Fields::of(value)?.req("receipts")?,
+        })
+    }
+}
+
+impl FromJson for HistoryReply {
+    fn from_json(value: Value) -> Read<Self> {
+        Ok(Self {
+            messages: Fields::of(value)?.req("messages")?,
+        })
+    }
+}
+
+impl FromJson for PresenceEvent {
+    fn from_json(value: Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        Ok(Self {
+            user: f.req("user")?,
+            status: f.req("status")?,
+            space: f.req("space")?,
+        })
+    }
+}
+
+impl FromJson for TypingEvent {
+    fn from_json(value: Value) -> Read<Self> {
+        let mut f = Fields::of(value)?;
+        Ok(Self {
+            space: f.req("space")?,
+            user: f.opt("user")?,
+            typing: f.req("typing")?,
+        })
+    }
+}
+
+impl FromJson for Empty {
+    fn from_json(value: Value) -> Read<Self> {
+        Fields::of(value).map(|_| Self {})
+    }
+}
 
 #[cfg(test)]
 mod tests {

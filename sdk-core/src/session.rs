@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
+use crate::json::FromJson;
 use serde_json::Value;
 
 use crate::backoff::Backoff;
@@ -163,6 +163,19 @@ pub enum Response {
 }
 
 impl Response {
+    /// What kind of answer this is, for error texts: a name, not the contents.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Joined { .. } => "joined",
+            Self::Left => "left",
+            Self::Sent(_) => "sent",
+            Self::SentBatch(_) => "sent batch",
+            Self::History(_) => "history",
+            Self::PresenceSet => "presence set",
+            Self::DmCreated(_) => "DM created",
+        }
+    }
+
     /// The receipts of `count` sends in order, from the answer to their [`Request::Send`] or
     /// [`Request::SendBatch`]; any other answer is handed back.
     pub fn receipts(self, count: usize) -> std::result::Result<Vec<SendReceipt>, Response> {
@@ -345,6 +358,16 @@ pub struct Cursor {
     pub last_seq: u64,
     /// The history epoch it belongs to (empty when the region doesn't say).
     pub epoch: String,
+}
+
+impl crate::json::FromJson for Cursor {
+    fn from_json(value: Value) -> std::result::Result<Self, String> {
+        let mut f = crate::json::Fields::of(value)?;
+        Ok(Self {
+            last_seq: f.req("last_seq")?,
+            epoch: f.req("epoch")?,
+        })
+    }
 }
 
 /// The state machine of one region's connection. See the module docs.
@@ -1266,7 +1289,8 @@ impl RegionSession {
                 .map(|b| self.push_event(SessionEvent::Problem(Error::from_wire(&b)))),
             // Unknown events from a newer region are reported, not fatal.
             other => Err(Error::Protocol(format!(
-                "unknown event {other:?} from {}",
+                "unknown event \"{}\" from {}",
+                other.escape_default(),
                 self.region
             ))),
         };
@@ -1542,11 +1566,11 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
 }
 
 /// Decodes an event's argument; what doesn't decode is a protocol error worth reporting.
-fn decode<T: DeserializeOwned>(what: &str, arg: Value) -> Result<T> {
+fn decode<T: FromJson>(what: &str, arg: Value) -> Result<T> {
     crate::json::from_value(arg).map_err(|e| Error::Protocol(format!("undecodable {what}: {e}")))
 }
 
-fn decode_reply<T: DeserializeOwned>(arg: Value) -> Result<T> {
+fn decode_reply<T: FromJson>(arg: Value) -> Result<T> {
     match crate::json::from_value::<Reply<T>>(arg) {
         Ok(Reply::Ok(v)) => Ok(v),
         Ok(Reply::Error(body)) => Err(Error::from_wire(&body)),

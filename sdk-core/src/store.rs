@@ -49,7 +49,8 @@ fn check_name(what: &str, name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::InvalidInput(format!(
-            "invalid store {what} {name:?}"
+            "invalid store {what} \"{}\"",
+            name.escape_default()
         )))
     }
 }

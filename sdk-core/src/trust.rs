@@ -139,7 +139,10 @@ impl Trust {
             .chain(&self.current)
             .find(|(id, _)| *id == signed.key_id)
         else {
-            return refuse(format!("signed by unknown key {:?}", signed.key_id));
+            return refuse(format!(
+                "signed by unknown key \"{}\"",
+                signed.key_id.escape_default()
+            ));
         };
         let signature = B64
             .decode(&signed.signature)

@@ -68,8 +68,8 @@ pub(crate) fn location(l: &SpaceLocation) -> Value {
         "space": l.space.as_str(),
         "region": l.region.as_str(),
         "company": l.company.as_str(),
-        "kind": enum_name(&l.kind),
-        "residency": enum_name(&l.residency),
+        "kind": l.kind.as_str(),
+        "residency": l.residency.as_str(),
     })
 }
 
@@ -123,7 +123,7 @@ fn notification(n: &Notification) -> Value {
             "kind": "dmInvite", "space": space.as_str(), "from": from.as_str(),
         }),
         Notification::ContactPresence { user, status } => json!({
-            "kind": "contactPresence", "user": user.as_str(), "status": enum_name(status),
+            "kind": "contactPresence", "user": user.as_str(), "status": status.as_str(),
         }),
     }
 }
@@ -134,7 +134,7 @@ pub(crate) fn event(e: &Event) -> Value {
         Event::PresenceChanged(p) => json!({
             "type": "presence",
             "user": p.user.as_str(),
-            "status": enum_name(&p.status),
+            "status": p.status.as_str(),
             "space": p.space.as_str(),
         }),
         Event::Typing(t) => json!({
@@ -193,25 +193,4 @@ pub(crate) fn event(e: &Event) -> Value {
             "type": "regionProblem", "region": region.as_str(), "error": error_json(error),
         }),
     }
-}
-
-/// The snake_case wire name of a unit enum (`data_sovereignty`, `away`, ...), camelCased.
-fn enum_name(value: &impl serde::Serialize) -> String {
-    let wire = serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let mut out = String::with_capacity(wire.len());
-    let mut upper = false;
-    for c in wire.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

@@ -11,10 +11,10 @@ use futures::StreamExt;
 use futures::future::LocalBoxFuture;
 use meridian::credentials::{Token, TokenProvider};
 use meridian::driver::BoxFuture;
+use meridian::json::{Fields, FromJson};
 use meridian::model::{FederationKey, IdempotencyKey, PresenceStatus, SpaceId, UserId};
 use meridian::store::{MemoryStore, Store};
 use meridian::{Client, ClientConfig, Error, PendingSend, Result};
-use serde::Deserialize;
 use serde_json::Value;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -25,33 +25,51 @@ use crate::driver::{BrowserDriver, js_text};
 use crate::store::{IndexedDbStore, JsStore};
 
 /// What `WasmClient.connect` takes, as JSON (the TypeScript layer builds it).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Options {
     directory_url: String,
-    #[serde(default)]
     token: String,
-    federation_keys: Vec<Key>,
+    federation_keys: Vec<FederationKey>,
     /// `indexeddb` (the browser default) or `memory`; ignored when a store object is given.
-    #[serde(default)]
     store: Option<String>,
     /// The IndexedDB database name.
-    #[serde(default)]
     store_name: Option<String>,
     /// Listen to the platform's `online`/`offline` events (default: yes, where they exist).
-    #[serde(default = "yes")]
     watch_network: bool,
 }
 
-fn yes() -> bool {
-    true
+impl FromJson for Options {
+    fn from_json(value: Value) -> std::result::Result<Self, String> {
+        let mut f = Fields::of(value)?;
+        let options = Self {
+            directory_url: f.req("directoryUrl")?,
+            token: f.or_default("token")?,
+            federation_keys: f
+                .req::<Vec<Key>>("federationKeys")?
+                .into_iter()
+                .map(|k| k.0)
+                .collect(),
+            store: f.opt("store")?,
+            store_name: f.opt("storeName")?,
+            watch_network: f.opt("watchNetwork")?.unwrap_or(true),
+        };
+        f.deny_unknown()?;
+        Ok(options)
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Key {
-    id: String,
-    public_key: String,
+/// A federation key as the app writes it: `{id, publicKey}`.
+struct Key(FederationKey);
+
+impl FromJson for Key {
+    fn from_json(value: Value) -> std::result::Result<Self, String> {
+        let mut f = Fields::of(value)?;
+        let key = FederationKey {
+            id: f.req("id")?,
+            public_key: f.req("publicKey")?,
+        };
+        f.deny_unknown()?;
+        Ok(Self(key))
+    }
 }
 
 /// A connected client. Every method that talks to the federation returns a Promise.
@@ -97,7 +115,7 @@ impl WasmClient {
         token_provider: Option<js_sys::Function>,
         store: JsValue,
     ) -> std::result::Result<WasmClient, JsValue> {
-        let options: Options = serde_json::from_str(&options).map_err(|e| {
+        let options: Options = meridian::json::from_str(&options).map_err(|e| {
             convert::error_value(&Error::InvalidInput(format!("bad connect options: {e}")))
         })?;
         let store: Arc<dyn Store> = if !store.is_undefined() && !store.is_null() {
@@ -111,21 +129,14 @@ impl WasmClient {
                 Some("memory") => Arc::new(MemoryStore::new()),
                 Some(other) => {
                     return Err(convert::error_value(&Error::InvalidInput(format!(
-                        "unknown store {other:?}: use \"indexeddb\", \"memory\" or an object"
+                        "unknown store \"{}\": use \"indexeddb\", \"memory\" or an object",
+                        other.escape_default()
                     ))));
                 }
             }
         };
-        let keys = options
-            .federation_keys
-            .into_iter()
-            .map(|k| FederationKey {
-                id: k.id,
-                public_key: k.public_key,
-            })
-            .collect();
         let mut config = ClientConfig::new(options.directory_url, options.token)
-            .with_federation_keys(keys)
+            .with_federation_keys(options.federation_keys)
             .with_store(store);
         if let Some(function) = token_provider {
             config = config.with_token_provider(Arc::new(JsTokenProvider { function }));
@@ -265,7 +276,8 @@ impl WasmClient {
             "offline" => PresenceStatus::Offline,
             other => {
                 return Err(convert::error_value(&Error::InvalidInput(format!(
-                    "unknown presence {other:?}"
+                    "unknown presence \"{}\"",
+                    other.escape_default()
                 ))));
             }
         };

@@ -22,6 +22,19 @@ pub struct OpenHandshake {
     pub max_payload: Option<u64>,
 }
 
+impl crate::json::FromJson for OpenHandshake {
+    fn from_json(value: serde_json::Value) -> Result<Self, String> {
+        let mut f = crate::json::Fields::of(value)?;
+        Ok(Self {
+            sid: f.req("sid")?,
+            upgrades: f.or_default("upgrades")?,
+            ping_interval: f.req("pingInterval")?,
+            ping_timeout: f.req("pingTimeout")?,
+            max_payload: f.opt("maxPayload")?,
+        })
+    }
+}
+
 /// An Engine.IO packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EioPacket {
@@ -62,7 +75,8 @@ impl EioPacket {
             '6' => Self::Noop,
             other => {
                 return Err(CodecError(format!(
-                    "unknown engine.io packet type {other:?}"
+                    "unknown engine.io packet type '{}'",
+                    other.escape_default()
                 )));
             }
         })

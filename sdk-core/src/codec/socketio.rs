@@ -109,7 +109,10 @@ impl SioPacket {
             return Err(err("binary packets are not supported"));
         }
         if !matches!(kind, '0'..='4') {
-            return Err(err(&format!("unknown packet type {kind:?}")));
+            return Err(err(&format!(
+                "unknown packet type '{}'",
+                kind.escape_default()
+            )));
         }
         let mut namespace = "/".to_owned();
         if rest.starts_with('/') {

@@ -9,11 +9,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::json::FromJson;
+use serde_json::Value;
 
 use crate::credentials::Credentials;
 use crate::driver::{Driver, HttpMethod, HttpRequest};
 use crate::error::{Error, Result};
+use crate::json::FromJson;
 use crate::model::{
     FederationDoc, SessionInfo, SignedFederationDoc, SpaceId, SpaceLocation, UserId, UserLocation,
 };
@@ -232,7 +233,14 @@ impl Directory {
         self.cache().spaces.remove(space);
     }
 
+    /// Asks the directory for `path` and reads the answer as a `T`.
     async fn get<T: FromJson>(&self, path: &str, method: HttpMethod) -> Result<T> {
+        // Everything but the last step is the same for every T: compiled once.
+        let answer = self.get_json(path, method).await?;
+        T::from_json(answer).map_err(|e| garbage(path, e))
+    }
+
+    async fn get_json(&self, path: &str, method: HttpMethod) -> Result<Value> {
         let (token, generation) = self.credentials.current();
         match self.ask(path, method, &token).await {
             Err(Error::Unauthorized(_)) if self.credentials.renewable() => {
@@ -243,7 +251,7 @@ impl Directory {
         }
     }
 
-    async fn ask<T: FromJson>(&self, path: &str, method: HttpMethod, token: &Secret) -> Result<T> {
+    async fn ask(&self, path: &str, method: HttpMethod, token: &Secret) -> Result<Value> {
         let request = HttpRequest {
             method,
             url: format!("{}{path}", self.base_url),
@@ -251,9 +259,7 @@ impl Directory {
         };
         let response = self.driver.http(request).await?;
         match response.status {
-            200..=299 => crate::json::from_slice(&response.body).map_err(|e| {
-                Error::DirectoryUnavailable(format!("directory answered {path} with garbage: {e}"))
-            }),
+            200..=299 => crate::json::from_slice(&response.body).map_err(|e| garbage(path, e)),
             status => {
                 let body: Option<ErrorBody> = crate::json::from_slice(&response.body).ok();
                 let message = body
@@ -269,4 +275,9 @@ impl Directory {
             }
         }
     }
+}
+
+#[cold]
+fn garbage(path: &str, error: String) -> Error {
+    Error::DirectoryUnavailable(format!("directory answered {path} with garbage: {error}"))
 }

@@ -41,6 +41,19 @@ pub fn from_value<T: FromJson>(value: Value) -> Result<T, String> {
     T::from_json(value)
 }
 
+/// Appends `value` as compact JSON text.
+pub fn write(out: &mut Vec<u8>, value: &Value) {
+    // Writing a `Value` to memory cannot fail (its map keys are strings).
+    let _ = serde_json::to_writer(out, value);
+}
+
+/// `value` as compact JSON text (`Value`'s `Display` would also bring the pretty printer).
+pub fn text(value: &Value) -> String {
+    let mut out = Vec::new();
+    write(&mut out, value);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// The fields of a JSON object, taken out one by one. Fields not asked for are ignored, as
 /// a newer peer may add some.
 pub struct Fields(Map<String, Value>);
@@ -74,17 +87,19 @@ impl Fields {
         Ok(self.opt(name)?.unwrap_or_default())
     }
 
-    /// Fails if a field is left that was not asked for: for input that must be exactly
-    /// right (the app's own options).
+    /// Fails if the object has a field that was not asked for (other than a `null` one,
+    /// which reads as absent): for input that must be exactly right (the app's own options).
     pub fn deny_unknown(self) -> Result<(), String> {
-        match self.0.keys().next() {
+        // Every field asked for was left as `null`.
+        match self.0.iter().find(|(_, v)| !v.is_null()) {
             None => Ok(()),
-            Some(name) => Err(format!("unknown field `{name}`")),
+            Some((name, _)) => Err(format!("unknown field `{name}`")),
         }
     }
 
     fn take(&mut self, name: &str) -> Option<Value> {
-        self.0.remove(name).filter(|v| !v.is_null())
+        // Moved out, not removed: leaving `null` behind spares the map's removal code.
+        self.0.get_mut(name).map(Value::take).filter(|v| !v.is_null())
     }
 }
 

@@ -1567,15 +1567,27 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
 
 /// Decodes an event's argument; what doesn't decode is a protocol error worth reporting.
 fn decode<T: FromJson>(what: &str, arg: Value) -> Result<T> {
-    crate::json::from_value(arg).map_err(|e| Error::Protocol(format!("undecodable {what}: {e}")))
+    T::from_json(arg).map_err(|e| undecodable(what, e))
 }
 
+/// Decodes an ack: its `ok` as a `T`, or its `error` as the error it is.
 fn decode_reply<T: FromJson>(arg: Value) -> Result<T> {
-    match crate::json::from_value::<Reply<T>>(arg) {
+    // Reading the `{"ok": ..}` / `{"error": ..}` wrapper is the same for every T: compiled
+    // once, outside this generic function.
+    decode("answer", reply_value(arg)?)
+}
+
+fn reply_value(arg: Value) -> Result<Value> {
+    match crate::json::from_value::<Reply<Value>>(arg) {
         Ok(Reply::Ok(v)) => Ok(v),
         Ok(Reply::Error(body)) => Err(Error::from_wire(&body)),
-        Err(e) => Err(Error::Protocol(format!("undecodable answer: {e}"))),
+        Err(e) => Err(undecodable("answer", e)),
     }
+}
+
+#[cold]
+fn undecodable(what: &str, error: String) -> Error {
+    Error::Protocol(format!("undecodable {what}: {error}"))
 }
 
 fn connect_error(data: &Value) -> Error {

@@ -87,7 +87,7 @@ fn js_result<T>(result: Result<T>) -> std::result::Result<T, JsValue> {
 fn promise_json(work: impl Future<Output = Result<Value>> + 'static) -> js_sys::Promise {
     promise(Box::pin(async move {
         let value = work.await?;
-        Ok(JsValue::from_str(&value.to_string()))
+        Ok(JsValue::from_str(&meridian::json::text(&value)))
     }))
 }
 
@@ -154,7 +154,7 @@ impl WasmClient {
 
     /// Who this client is (JSON).
     pub fn session(&self) -> String {
-        convert::session(self.client.session()).to_string()
+        meridian::json::text(&convert::session(self.client.session()))
     }
 
     /// Calls `callback` with each event (JSON text) until the client is disconnected.
@@ -163,7 +163,7 @@ impl WasmClient {
         let mut events = self.client.events();
         wasm_bindgen_futures::spawn_local(async move {
             while let Some(event) = events.next().await {
-                let text = JsValue::from_str(&convert::event(&event).to_string());
+                let text = JsValue::from_str(&meridian::json::text(&convert::event(&event)));
                 if let Err(e) = callback.call1(&JsValue::NULL, &text) {
                     // The app's listener threw: its problem, not the stream's.
                     tracing::warn!(error = %js_text(&e), "an event listener threw");

@@ -65,38 +65,49 @@ impl SioPacket {
 
     /// Renders the packet as the payload of an Engine.IO message.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
+        let mut out = Vec::new();
         out.push(match self.kind {
-            SioPacketKind::Connect(_) => '0',
-            SioPacketKind::Disconnect => '1',
-            SioPacketKind::Event { .. } => '2',
-            SioPacketKind::Ack { .. } => '3',
-            SioPacketKind::ConnectError(_) => '4',
+            SioPacketKind::Connect(_) => b'0',
+            SioPacketKind::Disconnect => b'1',
+            SioPacketKind::Event { .. } => b'2',
+            SioPacketKind::Ack { .. } => b'3',
+            SioPacketKind::ConnectError(_) => b'4',
         });
         if self.namespace != "/" {
-            out.push_str(&self.namespace);
-            out.push(',');
+            out.extend_from_slice(self.namespace.as_bytes());
+            out.push(b',');
         }
         match &self.kind {
             SioPacketKind::Connect(None) | SioPacketKind::Disconnect => {}
             SioPacketKind::Connect(Some(v)) | SioPacketKind::ConnectError(v) => {
-                out.push_str(&v.to_string());
+                crate::json::write(&mut out, v);
             }
             SioPacketKind::Event { name, args, ack_id } => {
                 if let Some(id) = ack_id {
-                    out.push_str(&id.to_string());
+                    out.extend_from_slice(id.to_string().as_bytes());
                 }
-                let mut arr = Vec::with_capacity(args.len() + 1);
-                arr.push(Value::String(name.clone()));
-                arr.extend(args.iter().cloned());
-                out.push_str(&Value::Array(arr).to_string());
+                out.push(b'[');
+                crate::json::write(&mut out, &Value::String(name.clone()));
+                for arg in args {
+                    out.push(b',');
+                    crate::json::write(&mut out, arg);
+                }
+                out.push(b']');
             }
             SioPacketKind::Ack { ack_id, args } => {
-                out.push_str(&ack_id.to_string());
-                out.push_str(&Value::Array(args.clone()).to_string());
+                out.extend_from_slice(ack_id.to_string().as_bytes());
+                out.push(b'[');
+                for (i, arg) in args.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    crate::json::write(&mut out, arg);
+                }
+                out.push(b']');
             }
         }
-        out
+        // Only ASCII and serde_json's output (UTF-8) went in.
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// Parses the payload of an Engine.IO message.

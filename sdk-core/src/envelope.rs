@@ -7,8 +7,7 @@
 //! pairs (private halves zeroized on drop). Must never log a key or a plaintext, and never
 //! hand out plaintext from a payload that failed its check.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
+use base64ct::{Base64, Encoding as _};
 use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -33,8 +32,7 @@ pub struct SealingKey(<Kem as hpke::Kem>::PublicKey);
 impl SealingKey {
     /// Reads a key from its base64 form (as the federation document publishes it).
     pub fn from_base64(text: &str) -> Result<Self> {
-        let bytes = B64
-            .decode(text.trim())
+        let bytes = Base64::decode_vec(text.trim())
             .map_err(|_| Error::Integrity("a sealing key is not valid base64".into()))?;
         <Kem as hpke::Kem>::PublicKey::from_bytes(&bytes)
             .map(Self)
@@ -43,7 +41,7 @@ impl SealingKey {
 
     /// The key in base64.
     pub fn to_base64(&self) -> String {
-        B64.encode(self.0.to_bytes())
+        Base64::encode_string(&self.0.to_bytes())
     }
 }
 
@@ -189,8 +187,8 @@ pub fn seal(to: &SealingKey, binding: &Binding<'_>, plaintext: &[u8]) -> Result<
     .map_err(|e| Error::Internal(format!("sealing failed: {e}")))?;
     Ok(SealedPayload {
         suite: SUITE.into(),
-        enc: B64.encode(enc.to_bytes()),
-        ct: B64.encode(ct),
+        enc: Base64::encode_string(&enc.to_bytes()),
+        ct: Base64::encode_string(&ct),
     })
 }
 
@@ -201,10 +199,8 @@ pub fn open(key: &KeyPair, binding: &Binding<'_>, sealed: &SealedPayload) -> Res
     if sealed.suite != SUITE {
         return Err(refuse("unknown suite"));
     }
-    let enc = B64
-        .decode(&sealed.enc)
-        .map_err(|_| refuse("bad encoding"))?;
-    let ct = B64.decode(&sealed.ct).map_err(|_| refuse("bad encoding"))?;
+    let enc = Base64::decode_vec(&sealed.enc).map_err(|_| refuse("bad encoding"))?;
+    let ct = Base64::decode_vec(&sealed.ct).map_err(|_| refuse("bad encoding"))?;
     let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&enc).map_err(|_| refuse("bad key"))?;
     hpke::single_shot_open::<Aead, Kdf, Kem>(
         &OpModeR::Base,
@@ -370,10 +366,10 @@ mod tests {
             region: &region,
         };
         let sealed = seal(key.public(), &binding, b"hello").unwrap();
-        let mut ct = B64.decode(&sealed.ct).unwrap();
+        let mut ct = Base64::decode_vec(&sealed.ct).unwrap();
         ct[0] ^= 1;
         let tampered = SealedPayload {
-            ct: B64.encode(ct),
+            ct: Base64::encode_string(&ct),
             ..sealed.clone()
         };
         for bad in [
@@ -402,6 +398,6 @@ mod tests {
         let text = key.public().to_base64();
         assert_eq!(&SealingKey::from_base64(&text).unwrap(), key.public());
         assert!(SealingKey::from_base64("AAAA").is_err());
-        assert!(!format!("{key:?}").contains(&B64.encode(&*key.private_bytes())));
+        assert!(!format!("{key:?}").contains(&Base64::encode_string(&key.private_bytes())));
     }
 }

@@ -99,7 +99,10 @@ impl Fields {
 
     fn take(&mut self, name: &str) -> Option<Value> {
         // Moved out, not removed: leaving `null` behind spares the map's removal code.
-        self.0.get_mut(name).map(Value::take).filter(|v| !v.is_null())
+        self.0
+            .get_mut(name)
+            .map(Value::take)
+            .filter(|v| !v.is_null())
     }
 }
 

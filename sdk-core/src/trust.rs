@@ -6,8 +6,7 @@
 //! different document under the same version. Must never accept a document it could not
 //! verify, and never let a refused document replace the last good one.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
+use base64ct::{Base64, Encoding as _};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
 use crate::error::{Error, Result};
@@ -52,7 +51,7 @@ impl DocumentSigner {
     pub fn public(&self) -> FederationKey {
         FederationKey {
             id: self.id.clone(),
-            public_key: B64.encode(self.key.verifying_key().as_bytes()),
+            public_key: Base64::encode_string(self.key.verifying_key().as_bytes()),
         }
     }
 
@@ -64,7 +63,7 @@ impl DocumentSigner {
         SignedFederationDoc {
             document,
             key_id: self.id.clone(),
-            signature: B64.encode(signature.to_bytes()),
+            signature: Base64::encode_string(&signature.to_bytes()),
         }
     }
 }
@@ -77,8 +76,7 @@ fn signed_bytes(document: &str) -> Vec<u8> {
 }
 
 fn parse_key(key: &FederationKey) -> Result<VerifyingKey> {
-    let bytes: [u8; 32] = B64
-        .decode(key.public_key.trim())
+    let bytes: [u8; 32] = Base64::decode_vec(key.public_key.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| {
@@ -144,8 +142,7 @@ impl Trust {
                 signed.key_id.escape_default()
             ));
         };
-        let signature = B64
-            .decode(&signed.signature)
+        let signature = Base64::decode_vec(&signed.signature)
             .ok()
             .and_then(|b| Signature::from_slice(&b).ok());
         let Some(signature) = signature else {

@@ -15,11 +15,10 @@ use crate::{Failure, Run, Step, WASM_TARGET, capture, repo_root};
 /// "Size" in bindings/ts/README.md for where the bytes go.
 pub const GZIP_GOAL_BYTES: u64 = 150 * 1000;
 
-/// What `cargo xtask test` enforces until the goal is met: the size measured when the
-/// package landed (267.2 KB; 271.1 KB now, with batched sends) plus 3%, so that the bundle can only shrink toward
-/// the goal.
-/// Lower it whenever the wasm shrinks.
-pub const GZIP_CEILING_BYTES: u64 = 275 * 1000;
+/// What `cargo xtask test` enforces until the goal is met: the size measured last (190.8 KB;
+/// 271.1 KB before the size work of std from source, `FromJson` and the rest) plus about
+/// 3%, so that the bundle can only shrink toward the goal. Lower it whenever the wasm shrinks.
+pub const GZIP_CEILING_BYTES: u64 = 197 * 1000;
 
 /// The bundle's own target folder: its standard library is compiled with different flags
 /// from the wasm test builds', so sharing `target/` would rebuild both each time.

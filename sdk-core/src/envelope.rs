@@ -158,16 +158,7 @@ pub struct SealedPayload {
     pub ct: String,
 }
 
-impl crate::json::FromJson for SealedPayload {
-    fn from_json(value: serde_json::Value) -> std::result::Result<Self, String> {
-        let mut f = crate::json::Fields::of(value)?;
-        Ok(Self {
-            suite: f.req("suite")?,
-            enc: f.req("enc")?,
-            ct: f.req("ct")?,
-        })
-    }
-}
+crate::json::struct_from_json!(SealedPayload { suite, enc, ct });
 
 impl std::fmt::Debug for SealedPayload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -10,7 +10,7 @@
 //! visitors (a field identifier visitor, a map and a sequence visitor per type, and error
 //! paths that format through `serde::de::Unexpected`, which brings float formatting). They
 //! came to a fifth of the bundle. A [`FromJson`] impl is a few calls to [`Fields`], which is
-//! compiled once. The types keep their serde derives: the devserver and the tests read and
+//! compiled once; for a plain struct, `struct_from_json!` writes it from the field names. The types keep their serde derives: the devserver and the tests read and
 //! write them with serde, and `tests` in this module check that what serde writes is what
 //! [`FromJson`] reads, for every type the client decodes.
 //!
@@ -23,6 +23,12 @@ use serde_json::{Map, Value};
 pub trait FromJson: Sized {
     /// Reads `value`, taking what it needs out of it.
     fn from_json(value: Value) -> Result<Self, String>;
+
+    /// What a field of this type reads as when it is absent (or `null`): nothing, so that
+    /// it is refused as missing, except for an `Option`.
+    fn absent() -> Option<Self> {
+        None
+    }
 }
 
 /// Decodes JSON text.
@@ -67,11 +73,11 @@ impl Fields {
         }
     }
 
-    /// A field that must be there (and not `null`).
-    pub fn req<T: FromJson>(&mut self, name: &str) -> Result<T, String> {
+    /// A field: it must be there (and not `null`) unless its type is an `Option`.
+    pub fn field<T: FromJson>(&mut self, name: &str) -> Result<T, String> {
         match self.take(name) {
             Some(value) => T::from_json(value).map_err(|e| in_field(name, e)),
-            None => Err(missing(name)),
+            None => T::absent().ok_or_else(|| missing(name)),
         }
     }
 
@@ -154,6 +160,23 @@ macro_rules! string_enum {
 }
 pub(crate) use string_enum;
 
+/// [`FromJson`] for a struct written as an object with a field of the same name for each
+/// of the struct's fields (an `Option` may be absent). Structs with defaults, renamed
+/// fields or tags write theirs out.
+macro_rules! struct_from_json {
+    ($ty:ident { $($field:ident),+ $(,)? }) => {
+        impl $crate::json::FromJson for $ty {
+            fn from_json(value: serde_json::Value) -> Result<Self, String> {
+                let mut f = $crate::json::Fields::of(value)?;
+                Ok(Self {
+                    $($field: f.field(stringify!($field))?,)+
+                })
+            }
+        }
+    };
+}
+pub(crate) use struct_from_json;
+
 #[cold]
 fn in_field(name: &str, error: String) -> String {
     format!("`{name}`: {error}")
@@ -228,6 +251,10 @@ impl<T: FromJson> FromJson for Option<T> {
             Value::Null => Ok(None),
             value => T::from_json(value).map(Some),
         }
+    }
+
+    fn absent() -> Option<Self> {
+        Some(None)
     }
 }
 
@@ -575,9 +602,9 @@ mod tests {
         let extra = json!({"message_id": "m", "seq": 1, "sent_at_ms": 1, "new": true});
         assert!(from_value::<SendReceipt>(extra.clone()).is_ok());
         let mut fields = Fields::of(extra).expect("an object");
-        let _: String = fields.req("message_id").expect("present");
-        let _: u64 = fields.req("seq").expect("present");
-        let _: u64 = fields.req("sent_at_ms").expect("present");
+        let _: String = fields.field("message_id").expect("present");
+        let _: u64 = fields.field("seq").expect("present");
+        let _: u64 = fields.field("sent_at_ms").expect("present");
         assert_eq!(fields.deny_unknown().unwrap_err(), "unknown field `new`");
     }
 }

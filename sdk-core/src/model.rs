@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::json::{Fields, FromJson, string_enum};
+use crate::json::{Fields, FromJson, string_enum, struct_from_json};
 
 /// The longest identifier accepted anywhere (bytes).
 pub const MAX_ID_LEN: usize = 128;
@@ -477,17 +477,12 @@ pub fn validate_body(body: &str) -> Result<()> {
 
 type Read<T> = std::result::Result<T, String>;
 
-impl FromJson for Region {
-    fn from_json(value: serde_json::Value) -> Read<Self> {
-        let mut f = Fields::of(value)?;
-        Ok(Self {
-            id: f.req("id")?,
-            name: f.req("name")?,
-            socket_url: f.req("socket_url")?,
-            public_key: f.opt("public_key")?,
-        })
-    }
-}
+struct_from_json!(Region {
+    id,
+    name,
+    socket_url,
+    public_key
+});
 
 string_enum!(Residency { Dr => "dr", Ds => "ds" });
 string_enum!(RolloutState {
@@ -505,11 +500,11 @@ string_enum!(PresenceStatus {
 impl FromJson for GeoPolicy {
     fn from_json(value: serde_json::Value) -> Read<Self> {
         let mut f = Fields::of(value)?;
-        let mode: String = f.req("mode")?;
+        let mode: String = f.field("mode")?;
         let mode = match mode.as_str() {
             "strict" => PolicyMode::Strict,
             "whitelist" => PolicyMode::Whitelist {
-                regions: f.req("regions")?,
+                regions: f.field("regions")?,
             },
             other => {
                 return Err(crate::json::unknown_variant(
@@ -519,143 +514,100 @@ impl FromJson for GeoPolicy {
             }
         };
         Ok(Self {
-            id: f.req("id")?,
+            id: f.field("id")?,
             mode,
-            residency: f.req("residency")?,
+            residency: f.field("residency")?,
         })
     }
 }
 
-impl FromJson for Flavor {
-    fn from_json(value: serde_json::Value) -> Read<Self> {
-        let mut f = Fields::of(value)?;
-        Ok(Self {
-            id: f.req("id")?,
-            regions: f.req("regions")?,
-            rollout: f.req("rollout")?,
-        })
-    }
-}
+struct_from_json!(Flavor {
+    id,
+    regions,
+    rollout
+});
 
 impl FromJson for FederationDoc {
     fn from_json(value: serde_json::Value) -> Read<Self> {
         let mut f = Fields::of(value)?;
         Ok(Self {
-            version: f.req("version")?,
-            issued_at_ms: f.req("issued_at_ms")?,
-            regions: f.req("regions")?,
-            policies: f.req("policies")?,
-            flavors: f.req("flavors")?,
+            version: f.field("version")?,
+            issued_at_ms: f.field("issued_at_ms")?,
+            regions: f.field("regions")?,
+            policies: f.field("policies")?,
+            flavors: f.field("flavors")?,
             expires_at_ms: f.opt("expires_at_ms")?.unwrap_or_else(never),
             next_signing_keys: f.or_default("next_signing_keys")?,
         })
     }
 }
 
-impl FromJson for FederationKey {
-    fn from_json(value: serde_json::Value) -> Read<Self> {
-        let mut f = Fields::of(value)?;
-        Ok(Self {
-            id: f.req("id")?,
-            public_key: f.req("public_key")?,
-        })
-    }
-}
+struct_from_json!(FederationKey { id, public_key });
 
-impl FromJson for SignedFederationDoc {
-    fn from_json(value: serde_json::Value) -> Read<Self> {
-        let mut f = Fields::of(value)?;
-        Ok(Self {
-            document: f.req("document")?,
-            key_id: f.req("key_id")?,
-            signature: f.req("signature")?,
-        })
-    }
-}
+struct_from_json!(SignedFederationDoc {
+    document,
+    key_id,
+    signature
+});
 
-impl FromJson for SessionInfo {
-    fn from_json(value: serde_json::Value) -> Read<Self> {
-        let mut f = Fields::of(value)?;
-        Ok(Self {
-            user: f.req("user")?,
-            display_name: f.req("display_name")?,
-            company: f.req("company")?,
-            home_region: f.req("home_region")?,
-            policy: f.req("policy")?,
-            flavor: f.opt("flavor")?,
-        })
-    }
-}
+struct_from_json!(SessionInfo {
+    user,
+    display_name,
+    company,
+    home_region,
+    policy,
+    flavor
+});
 
-impl FromJson for SpaceLocation {
-    fn from_json(value: serde_json::Value) -> Read<Self> {
-        let mut f = Fields::of(value)?;
-        Ok(Self {
-            space: f.req("space")?,
-            region: f.req("region")?,
-            company: f.req("company")?,
-            kind: f.req("kind")?,
-            residency: f.req("residency")?,
-        })
-    }
-}
+struct_from_json!(SpaceLocation {
+    space,
+    region,
+    company,
+    kind,
+    residency
+});
 
-impl FromJson for UserLocation {
-    fn from_json(value: serde_json::Value) -> Read<Self> {
-        let mut f = Fields::of(value)?;
-        Ok(Self {
-            user: f.req("user")?,
-            home_region: f.req("home_region")?,
-            policy: f.req("policy")?,
-        })
-    }
-}
+struct_from_json!(UserLocation {
+    user,
+    home_region,
+    policy
+});
 
-impl FromJson for Message {
-    fn from_json(value: serde_json::Value) -> Read<Self> {
-        let mut f = Fields::of(value)?;
-        Ok(Self {
-            space: f.req("space")?,
-            seq: f.req("seq")?,
-            id: f.req("id")?,
-            sender: f.req("sender")?,
-            body: f.req("body")?,
-            sealed: f.opt("sealed")?,
-            sent_at_ms: f.req("sent_at_ms")?,
-            trace: f.opt("trace")?,
-        })
-    }
-}
+struct_from_json!(Message {
+    space,
+    seq,
+    id,
+    sender,
+    body,
+    sealed,
+    sent_at_ms,
+    trace
+});
 
-impl FromJson for SendReceipt {
-    fn from_json(value: serde_json::Value) -> Read<Self> {
-        let mut f = Fields::of(value)?;
-        Ok(Self {
-            message_id: f.req("message_id")?,
-            seq: f.req("seq")?,
-            sent_at_ms: f.req("sent_at_ms")?,
-        })
-    }
-}
+struct_from_json!(SendReceipt {
+    message_id,
+    seq,
+    sent_at_ms
+});
 
 impl FromJson for Notification {
     fn from_json(value: serde_json::Value) -> Read<Self> {
         let mut f = Fields::of(value)?;
-        let kind: String = f.req("kind")?;
+        let kind: String = f.field("kind")?;
         Ok(match kind.as_str() {
             "mention" => Self::Mention {
-                space: f.req("space")?,
-                message_id: f.req("message_id")?,
-                seq: f.req("seq")?,
-                from: f.req("from")?,
+                space: f.field("space")?,
+                message_id: f.field("message_id")?,
+                seq: f.field("seq")?,
+                from: f.field("from")?,
             },
             "dm_invite" => Self::DmInvite {
-                space: f.req("space")?,
-                from: f.req("from")?,
+                space: f.field("space")?,
+                from: f.field("from")?,
             },
             "contact_presence" => Self::ContactPresence {
-                user: f.req("user")?,
-                status: f.req("status")?,
+                user: f.field("user")?,
+                status: f.field("status")?,
             },
             other => {
                 return Err(crate::json::unknown_variant(

@@ -59,31 +59,26 @@ pub struct OutboxEntry {
 impl crate::json::FromJson for SendStatus {
     fn from_json(value: serde_json::Value) -> std::result::Result<Self, String> {
         let mut f = crate::json::Fields::of(value)?;
-        let state: String = f.req("state")?;
+        let state: String = f.field("state")?;
         match state.as_str() {
             "queued" => Ok(Self::Queued),
             "failed" => Ok(Self::Failed {
-                code: f.req("code")?,
-                message: f.req("message")?,
+                code: f.field("code")?,
+                message: f.field("message")?,
             }),
             other => Err(crate::json::unknown_variant(other, &["queued", "failed"])),
         }
     }
 }
 
-impl crate::json::FromJson for OutboxEntry {
-    fn from_json(value: serde_json::Value) -> std::result::Result<Self, String> {
-        let mut f = crate::json::Fields::of(value)?;
-        Ok(Self {
-            key: f.req("key")?,
-            space: f.req("space")?,
-            body: f.req("body")?,
-            trace: f.opt("trace")?,
-            order: f.req("order")?,
-            status: f.req("status")?,
-        })
-    }
-}
+crate::json::struct_from_json!(OutboxEntry {
+    key,
+    space,
+    body,
+    trace,
+    order,
+    status
+});
 
 impl std::fmt::Debug for OutboxEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::json::{Fields, FromJson};
+use crate::json::{Fields, FromJson, struct_from_json};
 
 use crate::error::ErrorCode;
 use crate::model::{
@@ -298,27 +298,17 @@ pub struct Empty {}
 
 type Read<T> = Result<T, String>;
 
-impl FromJson for Notify {
-    fn from_json(value: Value) -> Read<Self> {
-        let mut f = Fields::of(value)?;
-        Ok(Self {
-            id: f.req("id")?,
-            notification: f.opt("notification")?,
-            sealed: f.opt("sealed")?,
-        })
-    }
-}
+struct_from_json!(Notify {
+    id,
+    notification,
+    sealed
+});
 
-impl FromJson for ErrorBody {
-    fn from_json(value: Value) -> Read<Self> {
-        let mut f = Fields::of(value)?;
-        Ok(Self {
-            code: f.req("code")?,
-            message: f.req("message")?,
-            region: f.opt("region")?,
-        })
-    }
-}
+struct_from_json!(ErrorBody {
+    code,
+    message,
+    region
+});
 
 impl<T: FromJson> FromJson for Reply<T> {
     fn from_json(value: Value) -> Read<Self> {
@@ -338,53 +328,31 @@ impl FromJson for JoinReply {
     fn from_json(value: Value) -> Read<Self> {
         let mut f = Fields::of(value)?;
         Ok(Self {
-            space: f.req("space")?,
-            head_seq: f.req("head_seq")?,
+            space: f.field("space")?,
+            head_seq: f.field("head_seq")?,
             missed: f.or_default("missed")?,
-            complete: f.req("complete")?,
+            complete: f.field("complete")?,
             oldest_seq: f.opt("oldest_seq")?.unwrap_or_else(one),
             epoch: f.or_default("epoch")?,
         })
     }
 }
 
-impl FromJson for SendBatchReply {
-    fn from_json(value: Value) -> Read<Self> {
-        Ok(Self {
-            receipts: Fields::of(value)?.req("receipts")?,
-        })
-    }
-}
+struct_from_json!(SendBatchReply { receipts });
 
-impl FromJson for HistoryReply {
-    fn from_json(value: Value) -> Read<Self> {
-        Ok(Self {
-            messages: Fields::of(value)?.req("messages")?,
-        })
-    }
-}
+struct_from_json!(HistoryReply { messages });
 
-impl FromJson for PresenceEvent {
-    fn from_json(value: Value) -> Read<Self> {
-        let mut f = Fields::of(value)?;
-        Ok(Self {
-            user: f.req("user")?,
-            status: f.req("status")?,
-            space: f.req("space")?,
-        })
-    }
-}
+struct_from_json!(PresenceEvent {
+    user,
+    status,
+    space
+});
 
-impl FromJson for TypingEvent {
-    fn from_json(value: Value) -> Read<Self> {
-        let mut f = Fields::of(value)?;
-        Ok(Self {
-            space: f.req("space")?,
-            user: f.opt("user")?,
-            typing: f.req("typing")?,
-        })
-    }
-}
+struct_from_json!(TypingEvent {
+    space,
+    user,
+    typing
+});
 
 impl FromJson for Empty {
     fn from_json(value: Value) -> Read<Self> {

@@ -363,15 +363,7 @@ pub struct Cursor {
     pub epoch: String,
 }
 
-impl crate::json::FromJson for Cursor {
-    fn from_json(value: Value) -> std::result::Result<Self, String> {
-        let mut f = crate::json::Fields::of(value)?;
-        Ok(Self {
-            last_seq: f.req("last_seq")?,
-            epoch: f.req("epoch")?,
-        })
-    }
-}
+crate::json::struct_from_json!(Cursor { last_seq, epoch });
 
 /// The state machine of one region's connection. See the module docs.
 #[derive(Debug)]

@@ -41,15 +41,15 @@ impl FromJson for Options {
     fn from_json(value: Value) -> std::result::Result<Self, String> {
         let mut f = Fields::of(value)?;
         let options = Self {
-            directory_url: f.req("directoryUrl")?,
+            directory_url: f.field("directoryUrl")?,
             token: f.or_default("token")?,
             federation_keys: f
-                .req::<Vec<Key>>("federationKeys")?
+                .field::<Vec<Key>>("federationKeys")?
                 .into_iter()
                 .map(|k| k.0)
                 .collect(),
-            store: f.opt("store")?,
-            store_name: f.opt("storeName")?,
+            store: f.field("store")?,
+            store_name: f.field("storeName")?,
             watch_network: f.opt("watchNetwork")?.unwrap_or(true),
         };
         f.deny_unknown()?;
@@ -64,8 +64,8 @@ impl FromJson for Key {
     fn from_json(value: Value) -> std::result::Result<Self, String> {
         let mut f = Fields::of(value)?;
         let key = FederationKey {
-            id: f.req("id")?,
-            public_key: f.req("publicKey")?,
+            id: f.field("id")?,
+            public_key: f.field("publicKey")?,
         };
         f.deny_unknown()?;
         Ok(Self(key))

@@ -26,11 +26,11 @@ impl crate::json::FromJson for OpenHandshake {
     fn from_json(value: serde_json::Value) -> Result<Self, String> {
         let mut f = crate::json::Fields::of(value)?;
         Ok(Self {
-            sid: f.req("sid")?,
+            sid: f.field("sid")?,
             upgrades: f.or_default("upgrades")?,
-            ping_interval: f.req("pingInterval")?,
-            ping_timeout: f.req("pingTimeout")?,
-            max_payload: f.opt("maxPayload")?,
+            ping_interval: f.field("pingInterval")?,
+            ping_timeout: f.field("pingTimeout")?,
+            max_payload: f.field("maxPayload")?,
         })
     }
 }

@@ -85,6 +85,11 @@ fn js_result<T>(result: Result<T>) -> std::result::Result<T, JsValue> {
 
 /// Runs `work` as a Promise resolving to its JSON text.
 fn promise_json(work: impl Future<Output = Result<Value>> + 'static) -> js_sys::Promise {
+    // Boxed before it is wrapped: the wrapper below is compiled once, not once per method.
+    boxed_promise_json(Box::pin(work))
+}
+
+fn boxed_promise_json(work: LocalBoxFuture<'static, Result<Value>>) -> js_sys::Promise {
     promise(Box::pin(async move {
         let value = work.await?;
         Ok(JsValue::from_str(&meridian::json::text(&value)))

@@ -10,14 +10,18 @@
 //! visitors (a field identifier visitor, a map and a sequence visitor per type, and error
 //! paths that format through `serde::de::Unexpected`, which brings float formatting). They
 //! came to a fifth of the bundle. A [`FromJson`] impl is a few calls to [`Fields`], which is
-//! compiled once; for a plain struct, `struct_from_json!` writes it from the field names. The types keep their serde derives: the devserver and the tests read and
-//! write them with serde, and `tests` in this module check that what serde writes is what
+//! compiled once; `struct_from_json!` writes it for a struct from its field
+//! names. The types keep their serde derives: the devserver and the tests read and write
+//! them with serde, and `tests` in this module check that what serde writes is what
 //! [`FromJson`] reads, for every type the client decodes.
 //!
 //! Must never be bypassed by a direct `serde_json::from_*` into a typed value in the
 //! client outside tests.
 
 use serde_json::{Map, Value};
+
+/// What reading JSON gives: the value, or what was wrong with it.
+pub type Read<T> = Result<T, String>;
 
 /// A type the client reads from JSON. The error says what was wrong, naming the field.
 pub trait FromJson: Sized {
@@ -81,11 +85,9 @@ impl Fields {
         }
     }
 
-    /// A field that may be absent or `null`.
+    /// A field that may be absent or `null`, whatever its type.
     pub fn opt<T: FromJson>(&mut self, name: &str) -> Result<Option<T>, String> {
-        self.take(name)
-            .map(|value| T::from_json(value).map_err(|e| in_field(name, e)))
-            .transpose()
+        self.field::<Option<T>>(name)
     }
 
     /// A field that reads as its type's default when absent or `null`.
@@ -160,19 +162,30 @@ macro_rules! string_enum {
 }
 pub(crate) use string_enum;
 
-/// [`FromJson`] for a struct written as an object with a field of the same name for each
-/// of the struct's fields (an `Option` may be absent). Structs with defaults, renamed
-/// fields or tags write theirs out.
+/// [`FromJson`] for a struct written as an object with a field for each of the struct's
+/// fields, as its serde attributes have it: named like the field unless `as "name"` says
+/// otherwise (`rename`), required unless it is an `Option` or `= default` gives what an
+/// absent one reads as (`default`). Enums with tags write theirs out.
 macro_rules! struct_from_json {
-    ($ty:ident { $($field:ident),+ $(,)? }) => {
+    ($ty:ident { $($field:ident $(as $name:literal)? $(= $default:expr)?),+ $(,)? }) => {
         impl $crate::json::FromJson for $ty {
             fn from_json(value: serde_json::Value) -> Result<Self, String> {
                 let mut f = $crate::json::Fields::of(value)?;
                 Ok(Self {
-                    $($field: f.field(stringify!($field))?,)+
+                    $($field: $crate::json::struct_from_json!(
+                        @read f, $field $(as $name)? $(= $default)?
+                    ),)+
                 })
             }
         }
+    };
+    (@read $f:ident, $field:ident) => { $f.field(stringify!($field))? };
+    (@read $f:ident, $field:ident as $name:literal) => { $f.field($name)? };
+    (@read $f:ident, $field:ident = $default:expr) => {
+        $f.opt(stringify!($field))?.unwrap_or_else(|| $default)
+    };
+    (@read $f:ident, $field:ident as $name:literal = $default:expr) => {
+        $f.opt($name)?.unwrap_or_else(|| $default)
     };
 }
 pub(crate) use struct_from_json;

@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::json::{Fields, FromJson, string_enum, struct_from_json};
+use crate::json::{Fields, FromJson, Read, string_enum, struct_from_json};
 
 /// The longest identifier accepted anywhere (bytes).
 pub const MAX_ID_LEN: usize = 128;
@@ -475,8 +475,6 @@ pub fn validate_body(body: &str) -> Result<()> {
 // Reading from JSON (see `crate::json`): the same shapes the serde attributes above give.
 // ---------------------------------------------------------------------------------------
 
-type Read<T> = std::result::Result<T, String>;
-
 struct_from_json!(Region {
     id,
     name,
@@ -527,20 +525,15 @@ struct_from_json!(Flavor {
     rollout
 });
 
-impl FromJson for FederationDoc {
-    fn from_json(value: serde_json::Value) -> Read<Self> {
-        let mut f = Fields::of(value)?;
-        Ok(Self {
-            version: f.field("version")?,
-            issued_at_ms: f.field("issued_at_ms")?,
-            regions: f.field("regions")?,
-            policies: f.field("policies")?,
-            flavors: f.field("flavors")?,
-            expires_at_ms: f.opt("expires_at_ms")?.unwrap_or_else(never),
-            next_signing_keys: f.or_default("next_signing_keys")?,
-        })
-    }
-}
+struct_from_json!(FederationDoc {
+    version,
+    issued_at_ms,
+    regions,
+    policies,
+    flavors,
+    expires_at_ms = never(),
+    next_signing_keys = Vec::new(),
+});
 
 struct_from_json!(FederationKey { id, public_key });
 

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::json::{Fields, FromJson, struct_from_json};
+use crate::json::{Fields, FromJson, Read, struct_from_json};
 
 use crate::error::ErrorCode;
 use crate::model::{
@@ -296,8 +296,6 @@ pub struct Empty {}
 // shapes the serde attributes above give.
 // ---------------------------------------------------------------------------------------
 
-type Read<T> = Result<T, String>;
-
 struct_from_json!(Notify {
     id,
     notification,
@@ -324,19 +322,14 @@ impl<T: FromJson> FromJson for Reply<T> {
     }
 }
 
-impl FromJson for JoinReply {
-    fn from_json(value: Value) -> Read<Self> {
-        let mut f = Fields::of(value)?;
-        Ok(Self {
-            space: f.field("space")?,
-            head_seq: f.field("head_seq")?,
-            missed: f.or_default("missed")?,
-            complete: f.field("complete")?,
-            oldest_seq: f.opt("oldest_seq")?.unwrap_or_else(one),
-            epoch: f.or_default("epoch")?,
-        })
-    }
-}
+struct_from_json!(JoinReply {
+    space,
+    head_seq,
+    missed = Vec::new(),
+    complete,
+    oldest_seq = one(),
+    epoch = String::new(),
+});
 
 struct_from_json!(SendBatchReply { receipts });
 

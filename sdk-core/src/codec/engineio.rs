@@ -22,18 +22,13 @@ pub struct OpenHandshake {
     pub max_payload: Option<u64>,
 }
 
-impl crate::json::FromJson for OpenHandshake {
-    fn from_json(value: serde_json::Value) -> Result<Self, String> {
-        let mut f = crate::json::Fields::of(value)?;
-        Ok(Self {
-            sid: f.field("sid")?,
-            upgrades: f.or_default("upgrades")?,
-            ping_interval: f.field("pingInterval")?,
-            ping_timeout: f.field("pingTimeout")?,
-            max_payload: f.field("maxPayload")?,
-        })
-    }
-}
+crate::json::struct_from_json!(OpenHandshake {
+    sid,
+    upgrades = Vec::new(),
+    ping_interval as "pingInterval",
+    ping_timeout as "pingTimeout",
+    max_payload as "maxPayload",
+});
 
 /// An Engine.IO packet.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -45,6 +45,18 @@ pub struct SioPacket {
     pub kind: SioPacketKind,
 }
 
+/// Appends `items` as a JSON array, written straight into `out` (no array of clones).
+fn write_array<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a Value>) {
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        crate::json::write(out, item);
+    }
+    out.push(b']');
+}
+
 impl SioPacket {
     /// A packet in the main namespace.
     pub fn main(kind: SioPacketKind) -> Self {
@@ -86,24 +98,12 @@ impl SioPacket {
                 if let Some(id) = ack_id {
                     out.extend_from_slice(id.to_string().as_bytes());
                 }
-                out.push(b'[');
-                crate::json::write(&mut out, &Value::String(name.clone()));
-                for arg in args {
-                    out.push(b',');
-                    crate::json::write(&mut out, arg);
-                }
-                out.push(b']');
+                let name = Value::String(name.clone());
+                write_array(&mut out, std::iter::once(&name).chain(args));
             }
             SioPacketKind::Ack { ack_id, args } => {
                 out.extend_from_slice(ack_id.to_string().as_bytes());
-                out.push(b'[');
-                for (i, arg) in args.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    crate::json::write(&mut out, arg);
-                }
-                out.push(b']');
+                write_array(&mut out, args.iter());
             }
         }
         // Only ASCII and serde_json's output (UTF-8) went in.

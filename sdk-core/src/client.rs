@@ -287,7 +287,7 @@ impl Client {
             .await?
         {
             Response::Joined { space, head_seq } => Ok(JoinedSpace { space, head_seq }),
-            other => Err(unexpected(&other)),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -298,7 +298,7 @@ impl Client {
             .await?
         {
             Response::Left => Ok(()),
-            other => Err(unexpected(&other)),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -385,7 +385,7 @@ impl Client {
             .await?
         {
             Response::History(messages) => Ok(messages),
-            other => Err(unexpected(&other)),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -405,7 +405,7 @@ impl Client {
             let request = Request::Presence(PresenceRequest { status });
             match self.request(region, None, request).await? {
                 Response::PresenceSet => {}
-                other => return Err(unexpected(&other)),
+                other => return Err(other.unexpected()),
             }
         }
         Ok(())
@@ -454,7 +454,7 @@ impl Client {
                 self.inner.directory.remember_space(loc.clone());
                 Ok(loc)
             }
-            other => Err(unexpected(&other)),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -596,10 +596,6 @@ async fn load_or_create_keys(
         .put(namespace, RECORD, keys.private_bytes().to_vec())
         .await?;
     Ok(keys)
-}
-
-fn unexpected(response: &Response) -> Error {
-    Error::Protocol(format!("unexpected answer: {}", response.name()))
 }
 
 /// A fresh W3C traceparent (version 00, sampled).

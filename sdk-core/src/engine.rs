@@ -739,10 +739,7 @@ impl Engine {
         let count = orders.len();
         let results: Vec<Result<SendReceipt>> = match result.map(|r| r.receipts(count)) {
             Ok(Ok(receipts)) => receipts.into_iter().map(Ok).collect(),
-            Ok(Err(other)) => {
-                let e = Error::Protocol(format!("unexpected answer: {}", other.name()));
-                vec![Err(e); count]
-            }
+            Ok(Err(other)) => vec![Err(other.unexpected()); count],
             Err(e) => vec![Err(e); count],
         };
         if results.iter().any(|r| matches!(r, Err(Error::Moved(_)))) {

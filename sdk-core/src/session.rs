@@ -20,12 +20,12 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
-use crate::json::FromJson;
 use serde_json::Value;
 
 use crate::backoff::Backoff;
 use crate::codec::{EioPacket, SioPacket, SioPacketKind};
 use crate::error::{Error, Result};
+use crate::json::FromJson;
 use crate::model::{Message, RegionId, SendReceipt, SpaceId, SpaceLocation};
 use crate::protocol::{
     self, Auth, DmCreateRequest, Empty, ErrorBody, HistoryReply, HistoryRequest, JoinReply,
@@ -130,11 +130,9 @@ impl Request {
 
     /// The space of a send or a batch of sends: the session keeps one on the wire per space.
     fn sends_to(&self) -> Option<&SpaceId> {
-        match self {
-            Self::Send(r) => Some(&r.space),
-            Self::SendBatch(r) => Some(&r.space),
-            _ => None,
-        }
+        matches!(self, Self::Send(_) | Self::SendBatch(_))
+            .then(|| self.space())
+            .flatten()
     }
 }
 
@@ -174,6 +172,11 @@ impl Response {
             Self::PresenceSet => "presence set",
             Self::DmCreated(_) => "DM created",
         }
+    }
+
+    /// The error for an answer that is not the one its request calls for.
+    pub(crate) fn unexpected(&self) -> Error {
+        Error::Protocol(format!("unexpected answer: {}", self.name()))
     }
 
     /// The receipts of `count` sends in order, from the answer to their [`Request::Send`] or
@@ -1314,8 +1317,8 @@ impl RegionSession {
         let Some(sub) = self.subscriptions.get_mut(space) else {
             return;
         };
-        let mut ready = Vec::new();
-        let mut last = sub.last_seq.unwrap_or(0);
+        let start = sub.last_seq.unwrap_or(0);
+        let mut last = start;
         // The front run of duplicates and messages next in line leaves the queue at once.
         let mut taken = 0;
         for m in &sub.early {
@@ -1326,8 +1329,7 @@ impl RegionSession {
             }
             taken += 1;
         }
-        let first_new = sub.last_seq.unwrap_or(0);
-        ready.extend(sub.early.drain(..taken).filter(|m| m.seq > first_new));
+        let ready: Vec<Message> = sub.early.drain(..taken).filter(|m| m.seq > start).collect();
         if !ready.is_empty() {
             sub.last_seq = Some(last);
         }

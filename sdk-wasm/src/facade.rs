@@ -275,17 +275,12 @@ impl WasmClient {
     /// Sets the user's presence: `online`, `away` or `offline`.
     #[wasm_bindgen(js_name = setPresence)]
     pub fn set_presence(&self, status: &str) -> std::result::Result<js_sys::Promise, JsValue> {
-        let status = match status {
-            "online" => PresenceStatus::Online,
-            "away" => PresenceStatus::Away,
-            "offline" => PresenceStatus::Offline,
-            other => {
-                return Err(convert::error_value(&Error::InvalidInput(format!(
-                    "unknown presence \"{}\"",
-                    other.escape_default()
-                ))));
-            }
-        };
+        let status = PresenceStatus::from_wire_name(status).ok_or_else(|| {
+            convert::error_value(&Error::InvalidInput(format!(
+                "unknown presence \"{}\"",
+                status.escape_default()
+            )))
+        })?;
         let client = self.client.clone();
         Ok(promise_json(async move {
             client.set_presence(status).await?;

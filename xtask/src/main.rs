@@ -61,7 +61,6 @@ fn main() -> ExitCode {
         // What `test` runs: the React Native module's C++ compiled, its TypeScript in Node.
         ["react-native"] => Run::new("react-native").finish(mobile::react_native),
         ["bench"] => Run::new("bench").finish(|run| bench::bench(run, false)),
-        // The same, with few messages and one run: checks the suite works, measures nothing.
         // What `test` runs: the same with few messages and one run; it checks that the suite
         // works, measures nothing, and writes its report under target/bench/quick/.
         ["bench", "--quick"] => Run::new("bench").finish(|run| bench::bench(run, true)),

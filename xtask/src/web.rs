@@ -15,7 +15,7 @@ use crate::{Failure, Run, Step, WASM_TARGET, capture, repo_root};
 /// "Size" in bindings/ts/README.md for where the bytes go.
 pub const GZIP_GOAL_BYTES: u64 = 150 * 1000;
 
-/// What `cargo xtask test` enforces until the goal is met: the size measured last (190.5 KB;
+/// What `cargo xtask test` enforces until the goal is met: the size measured last (189.8 KB;
 /// 271.1 KB before the size work of std from source, `FromJson` and the rest) plus about
 /// 3%, so that the bundle can only shrink toward the goal. Lower it whenever the wasm shrinks.
 pub const GZIP_CEILING_BYTES: u64 = 197 * 1000;

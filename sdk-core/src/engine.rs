@@ -7,7 +7,7 @@
 //! only after [`policy`] allows it, right before the bytes leave. Must never block, and
 //! never hold a lock across an await.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ use crate::session::{
     ConnId, ConnectionState, Cursor, Output, RegionSession, Request, RequestId, Response,
     SessionConfig, SessionEvent,
 };
+use crate::sorted::SortedMap;
 use crate::store::Store;
 use crate::time::Instant;
 
@@ -214,7 +215,7 @@ pub(crate) struct Engine {
     ctx: UserContext,
     credentials: Arc<Credentials>,
     config: SessionConfig,
-    sessions: BTreeMap<RegionId, RegionSession>,
+    sessions: SortedMap<RegionId, RegionSession>,
     regions: HashMap<RegionId, Region>,
     /// The presence the app set last: told again to each region whenever its connection
     /// is (re)established, since a region forgets it when the socket drops.
@@ -238,7 +239,7 @@ pub(crate) struct Engine {
     /// Entries added but not durable yet, with who waits for that.
     unpersisted: HashMap<u64, Option<oneshot::Sender<Result<Accepted>>>>,
     /// Entries handed out by the outbox while still unpersisted.
-    parked: BTreeMap<u64, OutboxEntry>,
+    parked: SortedMap<u64, OutboxEntry>,
     /// Session requests that carry outbox entries (one, or a batch of one space's, in order).
     send_requests: HashMap<RequestId, Vec<u64>>,
     /// Who waits for each entry's outcome.
@@ -303,7 +304,7 @@ impl Engine {
             ctx,
             credentials,
             config,
-            sessions: BTreeMap::new(),
+            sessions: SortedMap::new(),
             regions: HashMap::new(),
             presence: None,
             transports: HashMap::new(),
@@ -319,7 +320,7 @@ impl Engine {
             writer,
             outbox,
             unpersisted: HashMap::new(),
-            parked: BTreeMap::new(),
+            parked: SortedMap::new(),
             send_requests: HashMap::new(),
             send_waiters: HashMap::new(),
             locations: HashMap::new(),
@@ -545,7 +546,7 @@ impl Engine {
         let seed = self.rng.u64(..);
         let credentials = &self.credentials;
         let keys = &self.keys;
-        self.sessions.entry(region.id.clone()).or_insert_with(|| {
+        self.sessions.get_or_insert_with(region.id.clone(), || {
             let mut session = RegionSession::new(
                 region.id.clone(),
                 &region.socket_url,

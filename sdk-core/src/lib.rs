@@ -33,6 +33,7 @@ pub mod policy;
 pub mod protocol;
 pub mod secret;
 pub mod session;
+pub mod sorted;
 pub mod store;
 pub mod time;
 pub mod trust;

@@ -12,13 +12,14 @@
 //! sends after it go on. The app sees the failure (event and handle), and can retry it,
 //! which puts it at the back of its space's line, or cancel it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{IdempotencyKey, SendReceipt, SpaceId};
 use crate::protocol::SendRequest;
+use crate::sorted::SortedMap;
 
 /// The store namespace of outbox entries.
 pub const NAMESPACE: &str = "outbox";
@@ -142,7 +143,7 @@ pub enum Settled {
 /// The outbox state machine.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    entries: BTreeMap<u64, OutboxEntry>,
+    entries: SortedMap<u64, OutboxEntry>,
     in_flight: HashSet<u64>,
     next_order: u64,
 }
@@ -166,7 +167,7 @@ impl Outbox {
                 }
             }
         }
-        let entries: BTreeMap<u64, OutboxEntry> =
+        let entries: SortedMap<u64, OutboxEntry> =
             newest.into_values().map(|e| (e.order, e)).collect();
         let next_order = entries.keys().next_back().map_or(0, |o| o + 1);
         Self {
@@ -225,7 +226,7 @@ impl Outbox {
         // A space's batch takes its queued sends until one can't go: later ones wait.
         let mut closed: HashSet<SpaceId> = HashSet::new();
         let mut batches: Vec<Vec<OutboxEntry>> = Vec::new();
-        for (order, entry) in &self.entries {
+        for (order, entry) in self.entries.iter() {
             if entry.status != SendStatus::Queued || closed.contains(&entry.space) {
                 continue;
             }

@@ -17,7 +17,7 @@
 //!    └──── Open        BackingOff ◄─────────┴──────────────────┴─────────────────┘ timeout
 //! ```
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -32,6 +32,7 @@ use crate::protocol::{
     JoinRequest, LeaveRequest, PresenceEvent, PresenceRequest, Reply, SendBatchReply,
     SendBatchRequest, SendRequest, TypingEvent, event,
 };
+use crate::sorted::SortedMap;
 use crate::time::Instant;
 
 /// Tunables of a region session.
@@ -380,8 +381,8 @@ pub struct RegionSession {
     attempt: u32,
     next_conn: u64,
     next_ack: u64,
-    subscriptions: BTreeMap<SpaceId, Subscription>,
-    requests: BTreeMap<RequestId, PendingRequest>,
+    subscriptions: SortedMap<SpaceId, Subscription>,
+    requests: SortedMap<RequestId, PendingRequest>,
     acks: HashMap<u64, AckFor>,
     /// Cursors of spaces not joined yet in this run, from an earlier run.
     restored: HashMap<SpaceId, Cursor>,
@@ -427,8 +428,8 @@ impl RegionSession {
             attempt: 0,
             next_conn: 0,
             next_ack: 0,
-            subscriptions: BTreeMap::new(),
-            requests: BTreeMap::new(),
+            subscriptions: SortedMap::new(),
+            requests: SortedMap::new(),
             acks: HashMap::new(),
             restored: HashMap::new(),
             idle_since: None,
@@ -946,7 +947,7 @@ impl RegionSession {
     /// The subscription to `space`, made (from a restored cursor, if any) when missing.
     fn subscription(&mut self, space: &SpaceId) -> &mut Subscription {
         let restored = self.restored.remove(space);
-        self.subscriptions.entry(space.clone()).or_insert_with(|| {
+        self.subscriptions.get_or_insert_with(space.clone(), || {
             let mut sub = Subscription::default();
             if let Some(cursor) = restored {
                 sub.last_seq = Some(cursor.last_seq);
@@ -1028,7 +1029,7 @@ impl RegionSession {
         }
         let mut busy_spaces = std::collections::HashSet::new();
         let mut ready = Vec::new();
-        for (id, pending) in &self.requests {
+        for (id, pending) in self.requests.iter() {
             if matches!(pending.request, Request::Join(_)) {
                 continue;
             }

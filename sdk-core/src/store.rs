@@ -6,7 +6,7 @@
 //! record, written atomically). The web's IndexedDB store and app-supplied stores implement
 //! the same trait. Must never interpret the bytes it keeps.
 
-use std::collections::BTreeMap;
+use crate::sorted::SortedMap;
 use std::sync::{Mutex, PoisonError};
 
 use crate::driver::{BoxFuture, MaybeSend};
@@ -58,7 +58,7 @@ fn check_name(what: &str, name: &str) -> Result<()> {
 /// A store in memory: fast, and gone with the process.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    records: Mutex<BTreeMap<(String, String), Vec<u8>>>,
+    records: Mutex<SortedMap<(String, String), Vec<u8>>>,
 }
 
 impl MemoryStore {
@@ -67,7 +67,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn records(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Vec<u8>>> {
+    fn records(&self) -> std::sync::MutexGuard<'_, SortedMap<(String, String), Vec<u8>>> {
         self.records.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

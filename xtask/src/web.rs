@@ -32,14 +32,18 @@ fn size_build_dir() -> PathBuf {
 /// - `optimize_for_size`: std's own smaller variants of sorting, formatting and the like;
 /// - `panic = immediate-abort`: a panic traps at once, without formatting a message or
 ///   unwinding machinery (the web build already had `panic = "abort"` and no panic hook);
-/// - `location-detail=none`: no file names and line numbers kept for panics.
+/// - `location-detail=none`: no file names and line numbers kept for panics;
+/// - `fmt-debug=none`: `Debug` implementations print nothing (-3.8 KB gzipped). Nothing
+///   the web bundle shows uses `Debug`: its errors are written with `Display`, its logging
+///   is compiled out (`tracing`'s `max_level_off` in sdk-wasm), and a panic aborts without
+///   a message. The wasm tests are built without it.
 ///
 /// And `sha2_backend_soft = "compact"`, the sha2 crate's documented setting for round loops
 /// that are not unrolled (-4.5 KB gzipped): SHA-256 and SHA-512 only run when a federation
 /// document is verified and inside HPKE's key schedule, where a few microseconds don't
 /// show.
 ///
-/// The first three are unstable options, enabled with `RUSTC_BOOTSTRAP=1` on the same stable
+/// The first four are unstable options, enabled with `RUSTC_BOOTSTRAP=1` on the same stable
 /// toolchain that builds and tests everything else: no second toolchain to install and
 /// keep in step, and they change only how std is compiled and how a panic ends, not what
 /// the code means. Together they take about 23 KB off the gzipped wasm (271 to 248 KB).
@@ -62,7 +66,7 @@ fn size_tuned_build() -> Step {
     .env("RUSTC_BOOTSTRAP", "1")
     .env(
         "RUSTFLAGS",
-        "-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none \
+        "-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none -Zfmt-debug=none \
          --cfg sha2_backend_soft=\"compact\"",
     )
     .env("CARGO_TARGET_DIR", &target_dir.to_string_lossy())

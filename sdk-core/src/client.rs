@@ -14,7 +14,7 @@ use futures::channel::{mpsc, oneshot};
 
 use crate::credentials::{Credentials, Token, TokenProvider};
 use crate::directory::{Directory, DirectoryConfig};
-use crate::driver::Driver;
+use crate::driver::{BoxFuture, Driver};
 use crate::engine::{Accepted, Command, Engine, EngineSetup, Namespaces};
 use crate::error::{Error, Result};
 use crate::model::{
@@ -283,7 +283,7 @@ impl Client {
     /// the space's region, before anything is sent there.
     pub async fn join_space(&self, space: &SpaceId) -> Result<JoinedSpace> {
         match self
-            .space_request(space, || Request::Join(space.clone()))
+            .space_request(space, Request::Join(space.clone()))
             .await?
         {
             Response::Joined { space, head_seq } => Ok(JoinedSpace { space, head_seq }),
@@ -294,7 +294,7 @@ impl Client {
     /// Leaves a space: its messages stop arriving.
     pub async fn leave_space(&self, space: &SpaceId) -> Result<()> {
         match self
-            .space_request(space, || Request::Leave(space.clone()))
+            .space_request(space, Request::Leave(space.clone()))
             .await?
         {
             Response::Left => Ok(()),
@@ -375,15 +375,12 @@ impl Client {
                 "history limit must be between 1 and {MAX_PAGE}"
             )));
         }
-        let request = HistoryRequest {
+        let request = Request::History(HistoryRequest {
             space: space.clone(),
             before,
             limit,
-        };
-        match self
-            .space_request(space, || Request::History(request.clone()))
-            .await?
-        {
+        });
+        match self.space_request(space, request).await? {
             Response::History(messages) => Ok(messages),
             other => Err(other.unexpected()),
         }
@@ -482,42 +479,58 @@ impl Client {
         }
     }
 
-    async fn locate(&self, space: &SpaceId) -> Result<(SpaceLocation, Region)> {
-        self.inner.directory.locate_space_region(space).await
+    // `locate`, `space_request` and `request` return boxed futures and are not generic:
+    // every method that awaits them shares one compiled copy instead of having it inlined
+    // in its own state machine (about 6 KB of the web bundle).
+
+    fn locate<'a>(&'a self, space: &'a SpaceId) -> BoxFuture<'a, Result<(SpaceLocation, Region)>> {
+        Box::pin(self.inner.directory.locate_space_region(space))
     }
 
     /// Locates the space, checks the policy, sends; asks the directory again once if the
     /// region answers that the space moved.
-    async fn space_request(&self, space: &SpaceId, make: impl Fn() -> Request) -> Result<Response> {
-        let mut retried = false;
-        loop {
-            let (loc, region) = self.locate(space).await?;
-            policy::check_space_entry(&self.inner.ctx, &loc)
-                .inspect_err(|e| self.report_refusal(e, Some(space.clone())))?;
-            match self.request(region, Some(loc.region.clone()), make()).await {
-                Err(Error::Moved(_)) if !retried => {
-                    retried = true;
-                    self.inner.directory.forget_space(space);
+    fn space_request<'a>(
+        &'a self,
+        space: &'a SpaceId,
+        request: Request,
+    ) -> BoxFuture<'a, Result<Response>> {
+        Box::pin(async move {
+            let mut retried = false;
+            loop {
+                let (loc, region) = self.locate(space).await?;
+                policy::check_space_entry(&self.inner.ctx, &loc)
+                    .inspect_err(|e| self.report_refusal(e, Some(space.clone())))?;
+                match self
+                    .request(region, Some(loc.region.clone()), request.clone())
+                    .await
+                {
+                    Err(Error::Moved(_)) if !retried => {
+                        retried = true;
+                        self.inner.directory.forget_space(space);
+                    }
+                    other => return other,
                 }
-                other => return other,
             }
-        }
+        })
     }
 
-    async fn request(
+    fn request(
         &self,
         region: Region,
         space_region: Option<model::RegionId>,
         request: Request,
-    ) -> Result<Response> {
+    ) -> BoxFuture<'static, Result<Response>> {
         let (tx, rx) = oneshot::channel();
-        self.command(Command::Request {
+        let sent = self.command(Command::Request {
             region,
             space_region,
             request,
             reply: tx,
-        })?;
-        rx.await.map_err(|_| Error::Closed)?
+        });
+        Box::pin(async move {
+            sent?;
+            rx.await.map_err(|_| Error::Closed)?
+        })
     }
 
     fn report_refusal(&self, error: &Error, space: Option<SpaceId>) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::credentials::Credentials;
-use crate::driver::{Driver, HttpMethod, HttpRequest};
+use crate::driver::{BoxFuture, Driver, HttpMethod, HttpRequest, HttpResponse};
 use crate::error::{Error, Result};
 use crate::json::FromJson;
 use crate::model::{
@@ -109,24 +109,28 @@ impl Directory {
 
     /// The federation document, fetched again when stale. When the refresh fails the last
     /// good document is kept and the error is returned only if there is none.
-    pub async fn federation(&self) -> Result<FederationDoc> {
-        let now = self.driver.now();
-        let cached = self.cache().doc.clone();
-        if let Some((doc, at)) = &cached
-            && now.saturating_since(*at) < self.config.document_ttl
-        {
-            return Ok(doc.clone());
-        }
-        match self.refresh_federation().await {
-            Ok(doc) => Ok(doc),
-            Err(e) => match cached {
-                Some((doc, _)) => {
-                    tracing::warn!(error = %e, "directory refresh failed; keeping the last good document");
-                    Ok(doc)
-                }
-                None => Err(e),
-            },
-        }
+    pub fn federation(&self) -> BoxFuture<'_, Result<FederationDoc>> {
+        // Boxed, as the other lookups awaited from several places: compiled once, not
+        // inlined in each caller's state machine (which the web bundle pays for).
+        Box::pin(async move {
+            let now = self.driver.now();
+            let cached = self.cache().doc.clone();
+            if let Some((doc, at)) = &cached
+                && now.saturating_since(*at) < self.config.document_ttl
+            {
+                return Ok(doc.clone());
+            }
+            match self.refresh_federation().await {
+                Ok(doc) => Ok(doc),
+                Err(e) => match cached {
+                    Some((doc, _)) => {
+                        tracing::warn!(error = %e, "directory refresh failed; keeping the last good document");
+                        Ok(doc)
+                    }
+                    None => Err(e),
+                },
+            }
+        })
     }
 
     /// Fetches the federation document now and verifies it (see [`Trust::accept`]): a
@@ -167,23 +171,26 @@ impl Directory {
     }
 
     /// Where `space` is housed (cached).
-    pub async fn locate_space(&self, space: &SpaceId) -> Result<SpaceLocation> {
-        let now = self.driver.now();
-        if let Some((loc, at)) = self.cache().spaces.get(space)
-            && now.saturating_since(*at) < self.config.location_ttl
-        {
-            return Ok(loc.clone());
-        }
-        let loc: SpaceLocation = self
-            .get(&format!("/v1/spaces/{space}/location"), HttpMethod::Get)
-            .await?;
-        if &loc.space != space {
-            return Err(Error::DirectoryUnavailable(
-                "directory located another space than the one asked".into(),
-            ));
-        }
-        self.remember_space(loc.clone());
-        Ok(loc)
+    pub fn locate_space<'a>(&'a self, space: &'a SpaceId) -> BoxFuture<'a, Result<SpaceLocation>> {
+        // Boxed: see `federation`.
+        Box::pin(async move {
+            let now = self.driver.now();
+            if let Some((loc, at)) = self.cache().spaces.get(space)
+                && now.saturating_since(*at) < self.config.location_ttl
+            {
+                return Ok(loc.clone());
+            }
+            let loc: SpaceLocation = self
+                .get(&format!("/v1/spaces/{space}/location"), HttpMethod::Get)
+                .await?;
+            if &loc.space != space {
+                return Err(Error::DirectoryUnavailable(
+                    "directory located another space than the one asked".into(),
+                ));
+            }
+            self.remember_space(loc.clone());
+            Ok(loc)
+        })
     }
 
     /// Where `space` is housed, with that region's entry in the federation document.
@@ -240,39 +247,56 @@ impl Directory {
         T::from_json(answer).map_err(|e| garbage(path, e))
     }
 
-    async fn get_json(&self, path: &str, method: HttpMethod) -> Result<Value> {
-        let (token, generation) = self.credentials.current();
-        match self.ask(path, method, &token).await {
-            Err(Error::Unauthorized(_)) if self.credentials.renewable() => {
-                let token = self.credentials.renew(generation).await?;
-                self.ask(path, method, &token).await
+    /// The answer to `path` as JSON, with the token renewed once if the directory refused
+    /// it. Boxed: see `federation`.
+    fn get_json<'a>(&'a self, path: &'a str, method: HttpMethod) -> BoxFuture<'a, Result<Value>> {
+        Box::pin(async move {
+            let (token, generation) = self.credentials.current();
+            match self.ask(path, method, &token).await {
+                Err(Error::Unauthorized(_)) if self.credentials.renewable() => {
+                    let token = self.credentials.renew(generation).await?;
+                    self.ask(path, method, &token).await
+                }
+                other => other,
             }
-            other => other,
-        }
+        })
     }
 
-    async fn ask(&self, path: &str, method: HttpMethod, token: &Secret) -> Result<Value> {
+    /// One request with `token`. Not an `async fn`: the request is built here and only
+    /// the driver's future is awaited, so both calls in `get_json` share one copy.
+    fn ask(
+        &self,
+        path: &str,
+        method: HttpMethod,
+        token: &Secret,
+    ) -> BoxFuture<'static, Result<Value>> {
         let request = HttpRequest {
             method,
             url: format!("{}{path}", self.base_url),
             bearer: Some(token.expose().to_owned()),
         };
-        let response = self.driver.http(request).await?;
-        match response.status {
-            200..=299 => crate::json::from_slice(&response.body).map_err(|e| garbage(path, e)),
-            status => {
-                let body: Option<ErrorBody> = crate::json::from_slice(&response.body).ok();
-                let message = body
-                    .as_ref()
-                    .map(|b| b.message.clone())
-                    .unwrap_or_else(|| format!("HTTP {status}"));
-                Err(match status {
-                    400 => Error::InvalidInput(message),
-                    401 | 403 => Error::Unauthorized(message),
-                    404 => Error::NotFound(message),
-                    _ => Error::DirectoryUnavailable(format!("{path}: HTTP {status}: {message}")),
-                })
-            }
+        let sent = self.driver.http(request);
+        let path = path.to_owned();
+        Box::pin(async move { answer(&path, sent.await?) })
+    }
+}
+
+/// Reads the directory's answer: the JSON of a success, or the error it stands for.
+fn answer(path: &str, response: HttpResponse) -> Result<Value> {
+    match response.status {
+        200..=299 => crate::json::from_slice(&response.body).map_err(|e| garbage(path, e)),
+        status => {
+            let body: Option<ErrorBody> = crate::json::from_slice(&response.body).ok();
+            let message = body
+                .as_ref()
+                .map(|b| b.message.clone())
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            Err(match status {
+                400 => Error::InvalidInput(message),
+                401 | 403 => Error::Unauthorized(message),
+                404 => Error::NotFound(message),
+                _ => Error::DirectoryUnavailable(format!("{path}: HTTP {status}: {message}")),
+            })
         }
     }
 }

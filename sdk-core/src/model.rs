@@ -247,6 +247,12 @@ pub struct SignedFederationDoc {
     pub signature: String,
 }
 
+/// An id that appears more than once, if any (sorted, so O(n log n) for any document).
+fn duplicate(mut ids: Vec<&str>) -> Option<&str> {
+    ids.sort_unstable();
+    ids.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+}
+
 impl FederationDoc {
     /// Checks that the document is internally consistent: unique ids, and every region
     /// named by a policy or a flavor exists. A directory that publishes anything else is
@@ -256,11 +262,10 @@ impl FederationDoc {
         if self.regions.is_empty() {
             return bad("federation document lists no regions".into());
         }
-        let mut seen = std::collections::HashSet::new();
+        if let Some(id) = duplicate(self.regions.iter().map(|r| r.id.as_str()).collect()) {
+            return bad(format!("region {id} listed twice"));
+        }
         for r in &self.regions {
-            if !seen.insert(&r.id) {
-                return bad(format!("region {} listed twice", r.id));
-            }
             if !(r.socket_url.starts_with("ws://") || r.socket_url.starts_with("wss://")) {
                 return bad(format!(
                     "region {} has a socket url that is not ws(s)://",
@@ -269,11 +274,10 @@ impl FederationDoc {
             }
         }
         let known = |id: &RegionId| self.regions.iter().any(|r| &r.id == id);
-        let mut policy_ids = std::collections::HashSet::new();
+        if let Some(id) = duplicate(self.policies.iter().map(|p| p.id.as_str()).collect()) {
+            return bad(format!("policy {id} listed twice"));
+        }
         for p in &self.policies {
-            if !policy_ids.insert(&p.id) {
-                return bad(format!("policy {} listed twice", p.id));
-            }
             if let PolicyMode::Whitelist { regions } = &p.mode
                 && let Some(r) = regions.iter().find(|r| !known(r))
             {
@@ -690,5 +694,40 @@ mod tests {
         let err = doc.validate().unwrap_err();
         assert_eq!(err.code(), crate::ErrorCode::DirectoryUnavailable);
         assert!(err.to_string().contains("mars"));
+    }
+
+    #[meridian_test]
+    fn a_document_listing_a_region_or_a_policy_twice_is_refused() {
+        let region = |id: &str| Region {
+            id: RegionId::new_unchecked(id),
+            name: id.into(),
+            socket_url: "ws://127.0.0.1:1".into(),
+            public_key: None,
+        };
+        let policy = |id: &str| GeoPolicy {
+            id: PolicyId::new_unchecked(id),
+            mode: PolicyMode::Whitelist { regions: vec![] },
+            residency: Residency::Dr,
+        };
+        let doc = |regions: &[&str], policies: &[&str]| FederationDoc {
+            version: 1,
+            issued_at_ms: 0,
+            regions: regions.iter().map(|r| region(r)).collect(),
+            policies: policies.iter().map(|p| policy(p)).collect(),
+            flavors: vec![],
+            expires_at_ms: u64::MAX,
+            next_signing_keys: vec![],
+        };
+        assert!(doc(&["b", "a", "c"], &["q", "p"]).validate().is_ok());
+        let err = doc(&["b", "a", "c", "a"], &["p"]).validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "directory unavailable: region a listed twice"
+        );
+        let err = doc(&["a"], &["p", "q", "p"]).validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "directory unavailable: policy p listed twice"
+        );
     }
 }

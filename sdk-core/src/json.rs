@@ -64,6 +64,100 @@ pub fn text(value: &Value) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// A JSON object written straight into text, field by field, with no `Value` built on the
+/// way: for what the client hands out (the web facade's answers and events). Strings and
+/// numbers are written by serde_json, so its escaping applies.
+pub struct ObjectWriter<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl ObjectWriter<'_> {
+    /// Writes `"key":` and gives back the buffer for its value.
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(b',');
+        }
+        // Writing to memory cannot fail.
+        let _ = serde_json::to_writer(&mut *self.out, key);
+        self.out.push(b':');
+        self.out
+    }
+
+    /// A string field.
+    pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
+        let _ = serde_json::to_writer(self.key(key), value);
+        self
+    }
+
+    /// A string field, `null` when absent.
+    pub fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+        match value {
+            Some(v) => self.str(key, v),
+            None => self.null(key),
+        }
+    }
+
+    /// A number field.
+    pub fn num(&mut self, key: &str, value: u64) -> &mut Self {
+        let _ = serde_json::to_writer(self.key(key), &value);
+        self
+    }
+
+    /// A number field, `null` when absent.
+    pub fn opt_num(&mut self, key: &str, value: Option<u64>) -> &mut Self {
+        match value {
+            Some(v) => self.num(key, v),
+            None => self.null(key),
+        }
+    }
+
+    /// A boolean field.
+    pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
+        let text: &[u8] = if value { b"true" } else { b"false" };
+        self.key(key).extend_from_slice(text);
+        self
+    }
+
+    /// A `null` field.
+    pub fn null(&mut self, key: &str) -> &mut Self {
+        self.key(key).extend_from_slice(b"null");
+        self
+    }
+
+    /// An object field, written by `fill`.
+    pub fn object(&mut self, key: &str, fill: impl FnOnce(&mut ObjectWriter<'_>)) -> &mut Self {
+        write_object(self.key(key), fill);
+        self
+    }
+}
+
+fn write_object(out: &mut Vec<u8>, fill: impl FnOnce(&mut ObjectWriter<'_>)) {
+    out.push(b'{');
+    fill(&mut ObjectWriter { out, first: true });
+    out.push(b'}');
+}
+
+/// The JSON text of an object written by `fill`.
+pub fn object_text(fill: impl FnOnce(&mut ObjectWriter<'_>)) -> String {
+    let mut out = Vec::new();
+    write_object(&mut out, fill);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The JSON text of an array of objects, each written by `fill`.
+pub fn array_text<T>(items: &[T], fill: impl Fn(&mut ObjectWriter<'_>, &T)) -> String {
+    let mut out = vec![b'['];
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_object(&mut out, |w| fill(w, item));
+    }
+    out.push(b']');
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// The fields of a JSON object, taken out one by one. Fields not asked for are ignored, as
 /// a newer peer may add some.
 pub struct Fields(Map<String, Value>);
@@ -619,5 +713,44 @@ mod tests {
         let _: u64 = fields.field("seq").expect("present");
         let _: u64 = fields.field("sent_at_ms").expect("present");
         assert_eq!(fields.deny_unknown().unwrap_err(), "unknown field `new`");
+    }
+
+    /// What the writer writes is the JSON serde_json writes for the same value: strings
+    /// escaped alike (quotes, backslashes, control characters, non-ASCII), numbers,
+    /// booleans, nulls, nesting and arrays.
+    #[meridian_test]
+    fn the_object_writer_writes_what_serde_json_writes() {
+        let tricky = "quote \" backslash \\ newline \n tab \t bell \u{7} é 😀 </script>";
+        let text = object_text(|w| {
+            w.str("s", tricky)
+                .opt_str("none", None)
+                .opt_str("some", Some("x"))
+                .num("n", u64::MAX)
+                .opt_num("m", None)
+                .opt_num("k", Some(0))
+                .bool("t", true)
+                .bool("f", false)
+                .null("z")
+                .object("o", |w| {
+                    w.str("inner", "y").object("empty", |_| {});
+                });
+        });
+        let expected = serde_json::json!({
+            "s": tricky, "none": null, "some": "x", "n": u64::MAX, "m": null, "k": 0,
+            "t": true, "f": false, "z": null, "o": { "inner": "y", "empty": {} },
+        });
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, expected);
+        // Field by field in the order written, each escaped as serde_json escapes it.
+        assert!(text.starts_with(&format!(
+            "{{\"s\":{},",
+            serde_json::to_string(tricky).unwrap()
+        )));
+
+        let array = array_text(&[1u64, 2], |w, n| {
+            w.num("n", *n);
+        });
+        assert_eq!(array, r#"[{"n":1},{"n":2}]"#);
+        assert_eq!(array_text::<u64>(&[], |_, _| {}), "[]");
     }
 }

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use futures::future::LocalBoxFuture;
 use meridian::credentials::{Token, TokenProvider};
 use meridian::driver::BoxFuture;
-use meridian::json::{Fields, FromJson};
+use meridian::json::{Fields, FromJson, array_text, object_text};
 use meridian::model::{FederationKey, IdempotencyKey, PresenceStatus, SpaceId, UserId};
 use meridian::store::{MemoryStore, Store};
 use meridian::{Client, ClientConfig, Error, PendingSend, Result};
@@ -83,17 +83,19 @@ fn js_result<T>(result: Result<T>) -> std::result::Result<T, JsValue> {
     result.map_err(|e| convert::error_value(&e))
 }
 
-/// Runs `work` as a Promise resolving to its JSON text.
-fn promise_json(work: impl Future<Output = Result<Value>> + 'static) -> js_sys::Promise {
+/// Runs `work` as a Promise resolving to the JSON text it makes.
+fn promise_json(work: impl Future<Output = Result<String>> + 'static) -> js_sys::Promise {
     // Boxed before it is wrapped: the wrapper below is compiled once, not once per method.
     boxed_promise_json(Box::pin(work))
 }
 
-fn boxed_promise_json(work: LocalBoxFuture<'static, Result<Value>>) -> js_sys::Promise {
-    promise(Box::pin(async move {
-        let value = work.await?;
-        Ok(JsValue::from_str(&meridian::json::text(&value)))
-    }))
+fn boxed_promise_json(work: LocalBoxFuture<'static, Result<String>>) -> js_sys::Promise {
+    promise(Box::pin(async move { Ok(JsValue::from_str(&work.await?)) }))
+}
+
+/// The JSON text of `null`: what methods with nothing to tell resolve to.
+fn null() -> Result<String> {
+    Ok("null".to_owned())
 }
 
 /// Runs `work` as a Promise. Boxed: one instance of the Promise glue serves every method
@@ -159,7 +161,7 @@ impl WasmClient {
 
     /// Who this client is (JSON).
     pub fn session(&self) -> String {
-        meridian::json::text(&convert::session(self.client.session()))
+        object_text(|w| convert::session(w, self.client.session()))
     }
 
     /// Calls `callback` with each event (JSON text) until the client is disconnected.
@@ -168,7 +170,7 @@ impl WasmClient {
         let mut events = self.client.events();
         wasm_bindgen_futures::spawn_local(async move {
             while let Some(event) = events.next().await {
-                let text = JsValue::from_str(&meridian::json::text(&convert::event(&event)));
+                let text = JsValue::from_str(&object_text(|w| convert::event(w, &event)));
                 if let Err(e) = callback.call1(&JsValue::NULL, &text) {
                     // The app's listener threw: its problem, not the stream's.
                     tracing::warn!(error = %js_text(&e), "an event listener threw");
@@ -182,7 +184,8 @@ impl WasmClient {
     pub fn join_space(&self, space: &str) -> std::result::Result<js_sys::Promise, JsValue> {
         let (client, space) = (self.client.clone(), space_id(space)?);
         Ok(promise_json(async move {
-            Ok(convert::joined(&client.join_space(&space).await?))
+            let joined = client.join_space(&space).await?;
+            Ok(object_text(|w| convert::joined(w, &joined)))
         }))
     }
 
@@ -192,7 +195,7 @@ impl WasmClient {
         let (client, space) = (self.client.clone(), space_id(space)?);
         Ok(promise_json(async move {
             client.leave_space(&space).await?;
-            Ok(Value::Null)
+            null()
         }))
     }
 
@@ -216,9 +219,7 @@ impl WasmClient {
         let client = self.client.clone();
         promise_json(async move {
             let entries = client.pending_sends().await?;
-            Ok(Value::Array(
-                entries.iter().map(convert::outbox_entry).collect(),
-            ))
+            Ok(array_text(&entries, convert::outbox_entry))
         })
     }
 
@@ -238,7 +239,7 @@ impl WasmClient {
         let (client, key) = (self.client.clone(), key_id(key)?);
         Ok(promise_json(async move {
             client.cancel_send(&key).await?;
-            Ok(Value::Null)
+            null()
         }))
     }
 
@@ -261,9 +262,7 @@ impl WasmClient {
         };
         Ok(promise_json(async move {
             let messages = client.history(&space, before, limit).await?;
-            Ok(Value::Array(
-                messages.iter().map(convert::message).collect(),
-            ))
+            Ok(array_text(&messages, convert::message))
         }))
     }
 
@@ -284,7 +283,7 @@ impl WasmClient {
         let client = self.client.clone();
         Ok(promise_json(async move {
             client.set_presence(status).await?;
-            Ok(Value::Null)
+            null()
         }))
     }
 
@@ -297,7 +296,7 @@ impl WasmClient {
         let (client, space) = (self.client.clone(), space_id(space)?);
         Ok(promise_json(async move {
             client.typing(&space, typing).await?;
-            Ok(Value::Null)
+            null()
         }))
     }
 
@@ -307,7 +306,8 @@ impl WasmClient {
         let client = self.client.clone();
         let peer = js_result(UserId::new(peer))?;
         Ok(promise_json(async move {
-            Ok(convert::location(&client.create_dm(&peer).await?))
+            let location = client.create_dm(&peer).await?;
+            Ok(object_text(|w| convert::location(w, &location)))
         }))
     }
 
@@ -315,9 +315,10 @@ impl WasmClient {
     #[wasm_bindgen(js_name = connectionState)]
     pub fn connection_state(&self) -> js_sys::Promise {
         let client = self.client.clone();
-        promise_json(
-            async move { Ok(convert::connection_state(&client.connection_state().await?)) },
-        )
+        promise_json(async move {
+            let state = client.connection_state().await?;
+            Ok(object_text(|w| convert::connection_state(w, &state)))
+        })
     }
 
     /// Tells the client the network went away or came back.
@@ -376,7 +377,8 @@ impl WasmPendingSend {
             let pending = pending.ok_or_else(|| {
                 Error::InvalidInput("acked() was already called for this send".into())
             })?;
-            Ok(convert::receipt(&pending.acked().await?))
+            let receipt = pending.acked().await?;
+            Ok(object_text(|w| convert::receipt(w, &receipt)))
         })
     }
 }

@@ -15,7 +15,7 @@ use futures::channel::{mpsc, oneshot};
 use crate::credentials::{Credentials, Token, TokenProvider};
 use crate::directory::{Directory, DirectoryConfig};
 use crate::driver::{BoxFuture, Driver};
-use crate::engine::{Accepted, Command, Engine, EngineSetup, Namespaces};
+use crate::engine::{Answer, Command, Engine, EngineSetup, Namespaces, Reply};
 use crate::error::{Error, Result};
 use crate::model::{
     self, IdempotencyKey, Message, PresenceStatus, Region, SendReceipt, SessionInfo, SpaceId,
@@ -110,14 +110,18 @@ pub struct JoinedSpace {
 #[derive(Debug)]
 pub struct PendingSend {
     entry: OutboxEntry,
-    outcome: oneshot::Receiver<Result<SendReceipt>>,
+    outcome: oneshot::Receiver<Result<Answer>>,
 }
 
 impl PendingSend {
-    fn new(accepted: Accepted) -> Self {
-        Self {
-            entry: accepted.entry,
-            outcome: accepted.outcome,
+    /// The send from the engine's answer to an enqueue or a retry.
+    fn accepted(answer: Answer) -> Result<Self> {
+        match answer {
+            Answer::Accepted(accepted) => Ok(Self {
+                entry: accepted.entry,
+                outcome: accepted.outcome,
+            }),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -135,7 +139,10 @@ impl PendingSend {
     /// refused for good, and with [`Error::Closed`] when the client closes first (the
     /// send stays in the outbox and goes out at the next start with the same store).
     pub async fn acked(self) -> Result<SendReceipt> {
-        self.outcome.await.map_err(|_| Error::Closed)?
+        match answered(Ok(()), self.outcome).await? {
+            Answer::Receipt(receipt) => Ok(receipt),
+            other => Err(other.unexpected()),
+        }
     }
 }
 
@@ -319,47 +326,49 @@ impl Client {
             }
             Err(e) => return Err(e),
         }
-        let (reply, accepted) = oneshot::channel();
-        self.command(Command::Enqueue {
-            key: IdempotencyKey::new(secret::random_hex128()?)?,
+        let (key, trace) = (
+            IdempotencyKey::new(secret::random_hex128()?)?,
+            traceparent()?,
+        );
+        let answer = self.ask(|reply| Command::Enqueue {
+            key,
             space: space.clone(),
             body: text.to_owned(),
-            trace: Some(traceparent()?),
+            trace: Some(trace),
             reply,
-        })?;
-        let accepted = accepted.await.map_err(|_| Error::Closed)??;
-        Ok(PendingSend::new(accepted))
+        });
+        PendingSend::accepted(answer.await?)
     }
 
     /// Every send not yet stored by its region (queued, in flight, or failed for good), in
     /// the order made.
     pub async fn pending_sends(&self) -> Result<Vec<OutboxEntry>> {
-        let (tx, rx) = oneshot::channel();
-        self.command(Command::ListSends(tx))?;
-        rx.await.map_err(|_| Error::Closed)
+        match self.ask(Command::ListSends).await? {
+            Answer::Sends(entries) => Ok(entries),
+            other => Err(other.unexpected()),
+        }
     }
 
     /// Puts a send that failed for good back in line (at the back of its space's line).
     pub async fn retry_send(&self, key: &IdempotencyKey) -> Result<PendingSend> {
-        let (reply, accepted) = oneshot::channel();
-        self.command(Command::RetrySend {
+        let answer = self.ask(|reply| Command::RetrySend {
             key: key.clone(),
             reply,
-        })?;
-        Ok(PendingSend::new(
-            accepted.await.map_err(|_| Error::Closed)??,
-        ))
+        });
+        PendingSend::accepted(answer.await?)
     }
 
     /// Removes a send that is not on its way to the region yet (queued behind another, or
     /// failed). A send already on its way can't be cancelled: it may be stored.
     pub async fn cancel_send(&self, key: &IdempotencyKey) -> Result<()> {
-        let (reply, done) = oneshot::channel();
-        self.command(Command::CancelSend {
+        let answer = self.ask(|reply| Command::CancelSend {
             key: key.clone(),
             reply,
-        })?;
-        done.await.map_err(|_| Error::Closed)?
+        });
+        match answer.await? {
+            Answer::Done => Ok(()),
+            other => Err(other.unexpected()),
+        }
     }
 
     /// A page of a space's history: up to `limit` messages before `before` (the newest
@@ -395,9 +404,10 @@ impl Client {
 
     /// Sets the user's presence in every region the client is connected to.
     pub async fn set_presence(&self, status: PresenceStatus) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
-        self.command(Command::ConnectedRegions(tx))?;
-        let regions = rx.await.map_err(|_| Error::Closed)?;
+        let regions = match self.ask(Command::ConnectedRegions).await? {
+            Answer::Regions(regions) => regions,
+            other => return Err(other.unexpected()),
+        };
         for region in regions {
             let request = Request::Presence(PresenceRequest { status });
             match self.request(region, None, request).await? {
@@ -458,11 +468,11 @@ impl Client {
     /// The state of the client as a whole (see [`Event::OverallConnectionChanged`]):
     /// `Closed` once the client is disconnected.
     pub async fn connection_state(&self) -> Result<crate::ConnectionState> {
-        let (tx, rx) = oneshot::channel();
-        if self.command(Command::OverallState(tx)).is_err() {
-            return Ok(crate::ConnectionState::Closed);
+        match self.ask(Command::OverallState).await {
+            Ok(Answer::State(state)) => Ok(state),
+            Ok(other) => Err(other.unexpected()),
+            Err(_) => Ok(crate::ConnectionState::Closed),
         }
-        Ok(rx.await.unwrap_or(crate::ConnectionState::Closed))
     }
 
     /// Tells the client the platform's network went offline or came back (browser
@@ -473,10 +483,7 @@ impl Client {
 
     /// Disconnects from every region. Pending requests fail with [`Error::Closed`].
     pub async fn disconnect(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.command(Command::Shutdown(tx)).is_ok() {
-            let _ = rx.await;
-        }
+        let _ = self.ask(Command::Shutdown).await;
     }
 
     // `locate`, `space_request` and `request` return boxed futures and are not generic:
@@ -520,17 +527,25 @@ impl Client {
         space_region: Option<model::RegionId>,
         request: Request,
     ) -> BoxFuture<'static, Result<Response>> {
-        let (tx, rx) = oneshot::channel();
-        let sent = self.command(Command::Request {
+        let answer = self.ask(|reply| Command::Request {
             region,
             space_region,
             request,
-            reply: tx,
+            reply,
         });
         Box::pin(async move {
-            sent?;
-            rx.await.map_err(|_| Error::Closed)?
+            match answer.await? {
+                Answer::Response(response) => Ok(response),
+                other => Err(other.unexpected()),
+            }
         })
+    }
+
+    /// Sends the command `make` builds around a reply channel; resolves to the engine's
+    /// answer, or [`Error::Closed`] when the engine is gone.
+    fn ask(&self, make: impl FnOnce(Reply) -> Command) -> BoxFuture<'static, Result<Answer>> {
+        let (reply, answer) = oneshot::channel();
+        answered(self.command(make(reply)), answer)
     }
 
     fn report_refusal(&self, error: &Error, space: Option<SpaceId>) {
@@ -549,6 +564,17 @@ impl Client {
             .unbounded_send(command)
             .map_err(|_| Error::Closed)
     }
+}
+
+/// Waits for the answer to a command that was `sent` (not generic: one compiled copy).
+fn answered(
+    sent: Result<()>,
+    answer: oneshot::Receiver<Result<Answer>>,
+) -> BoxFuture<'static, Result<Answer>> {
+    Box::pin(async move {
+        sent?;
+        answer.await.map_err(|_| Error::Closed)?
+    })
 }
 
 async fn restore_outbox(store: &dyn Store, namespace: &str) -> Result<Outbox> {

@@ -144,14 +144,14 @@ pub(crate) enum Command {
         /// The region housing the space the request concerns, for the policy gate.
         space_region: Option<RegionId>,
         request: Request,
-        reply: oneshot::Sender<Result<Response>>,
+        reply: Reply,
     },
     Typing {
         region: RegionId,
         event: TypingEvent,
     },
-    ConnectedRegions(oneshot::Sender<Vec<Region>>),
-    OverallState(oneshot::Sender<ConnectionState>),
+    ConnectedRegions(Reply),
+    OverallState(Reply),
     Subscribe(mpsc::UnboundedSender<Event>),
     Notify(Event),
     NetworkChanged(bool),
@@ -161,24 +161,58 @@ pub(crate) enum Command {
         space: SpaceId,
         body: String,
         trace: Option<String>,
-        reply: oneshot::Sender<Result<Accepted>>,
+        reply: Reply,
     },
-    ListSends(oneshot::Sender<Vec<OutboxEntry>>),
+    ListSends(Reply),
     RetrySend {
         key: IdempotencyKey,
-        reply: oneshot::Sender<Result<Accepted>>,
+        reply: Reply,
     },
     CancelSend {
         key: IdempotencyKey,
-        reply: oneshot::Sender<Result<()>>,
+        reply: Reply,
     },
-    Shutdown(oneshot::Sender<()>),
+    Shutdown(Reply),
+}
+
+/// How the engine answers a command (and the store writer a barrier, and a send its
+/// waiters): one channel type for all of them, since each distinct type of channel
+/// compiles to about 1 KB of the web bundle.
+pub(crate) type Reply = oneshot::Sender<Result<Answer>>;
+
+/// What comes back through a [`Reply`].
+pub(crate) enum Answer {
+    /// A region's answer to a request.
+    Response(Response),
+    /// The regions connected now.
+    Regions(Vec<Region>),
+    /// The state of the client as a whole.
+    State(ConnectionState),
+    /// A send the outbox accepted and persisted.
+    Accepted(Accepted),
+    /// The sends in the outbox.
+    Sends(Vec<OutboxEntry>),
+    /// A send's receipt: the region stored it.
+    Receipt(SendReceipt),
+    /// Done, with nothing to tell.
+    Done,
+}
+
+impl Answer {
+    /// The error for an answer that is not the one its command calls for.
+    pub(crate) fn unexpected(self) -> Error {
+        match self {
+            Self::Response(response) => response.unexpected(),
+            _ => Error::Internal("the engine answered another command".into()),
+        }
+    }
 }
 
 /// A send the outbox accepted (and persisted), with the way to its outcome.
 pub(crate) struct Accepted {
     pub(crate) entry: OutboxEntry,
-    pub(crate) outcome: oneshot::Receiver<Result<SendReceipt>>,
+    /// Answered with [`Answer::Receipt`] or the error that settled the send.
+    pub(crate) outcome: oneshot::Receiver<Result<Answer>>,
 }
 
 enum Io {
@@ -207,7 +241,7 @@ enum StoreOp {
         key: String,
     },
     /// Answered when every earlier write is done.
-    Barrier(oneshot::Sender<()>),
+    Barrier(Reply),
 }
 
 pub(crate) struct Engine {
@@ -221,7 +255,7 @@ pub(crate) struct Engine {
     /// is (re)established, since a region forgets it when the socket drops.
     presence: Option<PresenceStatus>,
     transports: HashMap<(RegionId, ConnId), mpsc::UnboundedSender<String>>,
-    replies: HashMap<RequestId, oneshot::Sender<Result<Response>>>,
+    replies: HashMap<RequestId, Reply>,
     subscribers: Vec<mpsc::UnboundedSender<Event>>,
     /// Events from before anyone listened (the outcome of sends restored from the store
     /// goes out as soon as the client connects, before the app can call `events()`): kept
@@ -237,13 +271,13 @@ pub(crate) struct Engine {
     writer: mpsc::UnboundedSender<StoreOp>,
     outbox: Outbox,
     /// Entries added but not durable yet, with who waits for that.
-    unpersisted: HashMap<u64, Option<oneshot::Sender<Result<Accepted>>>>,
+    unpersisted: HashMap<u64, Option<Reply>>,
     /// Entries handed out by the outbox while still unpersisted.
     parked: SortedMap<u64, OutboxEntry>,
     /// Session requests that carry outbox entries (one, or a batch of one space's, in order).
     send_requests: HashMap<RequestId, Vec<u64>>,
     /// Who waits for each entry's outcome.
-    send_waiters: HashMap<u64, Vec<oneshot::Sender<Result<SendReceipt>>>>,
+    send_waiters: HashMap<u64, Vec<Reply>>,
     /// Where the spaces of sends are housed, as last located.
     locations: HashMap<SpaceId, (SpaceLocation, Region)>,
     /// Spaces whose content must travel sealed (data sovereignty).
@@ -367,7 +401,7 @@ impl Engine {
                 command = commands.next() => match command {
                     Some(Command::Shutdown(done)) => {
                         self.shutdown().await;
-                        let _ = done.send(());
+                        let _ = done.send(Ok(Answer::Done));
                         return;
                     }
                     Some(command) => self.on_command(command),
@@ -456,7 +490,7 @@ impl Engine {
                 }
             },
             Command::ListSends(reply) => {
-                let _ = reply.send(self.outbox.list());
+                let _ = reply.send(Ok(Answer::Sends(self.outbox.list())));
             }
             Command::RetrySend { key, reply } => {
                 let old = self.outbox.find(&key).cloned();
@@ -485,7 +519,7 @@ impl Engine {
                         ))));
                     }
                 });
-                let _ = reply.send(result);
+                let _ = reply.send(result.map(|()| Answer::Done));
             }
             Command::Typing { region, event } => {
                 if let Some(session) = self.sessions.get_mut(&region) {
@@ -499,10 +533,10 @@ impl Engine {
                     .filter(|s| s.connection_state() == ConnectionState::Connected)
                     .filter_map(|s| self.regions.get(s.region()).cloned())
                     .collect();
-                let _ = reply.send(regions);
+                let _ = reply.send(Ok(Answer::Regions(regions)));
             }
             Command::OverallState(reply) => {
-                let _ = reply.send(self.overall);
+                let _ = reply.send(Ok(Answer::State(self.overall)));
             }
             Command::Subscribe(tx) => {
                 for event in self.unheard.drain(..) {
@@ -613,7 +647,7 @@ impl Engine {
                 if let (Some(waiter), Some(entry)) = (waiter, entry) {
                     let (tx, rx) = oneshot::channel();
                     self.send_waiters.entry(order).or_default().push(tx);
-                    let _ = waiter.send(Ok(Accepted { entry, outcome: rx }));
+                    let _ = waiter.send(Ok(Answer::Accepted(Accepted { entry, outcome: rx })));
                 }
                 if let Some(entry) = self.parked.remove(&order) {
                     self.dispatch(vec![entry]);
@@ -766,7 +800,7 @@ impl Engine {
             Some(Settled::Delivered(entry, receipt)) => {
                 self.delete_record(&entry);
                 for waiter in self.send_waiters.remove(&order).unwrap_or_default() {
-                    let _ = waiter.send(Ok(receipt.clone()));
+                    let _ = waiter.send(Ok(Answer::Receipt(receipt.clone())));
                 }
                 self.publish(Event::MessageSent {
                     key: entry.key,
@@ -973,7 +1007,7 @@ impl Engine {
                 if let Some(orders) = self.send_requests.remove(&request) {
                     self.on_send_reply(orders, result);
                 } else if let Some(tx) = self.replies.remove(&request) {
-                    let _ = tx.send(result);
+                    let _ = tx.send(result.map(Answer::Response));
                 }
             }
             SessionEvent::Message(m) => {
@@ -1137,7 +1171,7 @@ async fn store_writer(
                 }
             }
             StoreOp::Barrier(done) => {
-                let _ = done.send(());
+                let _ = done.send(Ok(Answer::Done));
             }
         }
     }

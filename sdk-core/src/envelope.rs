@@ -160,6 +160,14 @@ pub struct SealedPayload {
 
 crate::json::struct_from_json!(SealedPayload { suite, enc, ct });
 
+impl crate::json::ToJson for SealedPayload {
+    fn to_json(&self, w: &mut crate::json::ObjectWriter<'_>) {
+        w.str("suite", &self.suite)
+            .str("enc", &self.enc)
+            .str("ct", &self.ct);
+    }
+}
+
 impl std::fmt::Debug for SealedPayload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SealedPayload(<{} bytes>)", self.ct.len())

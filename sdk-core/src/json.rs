@@ -130,12 +130,52 @@ impl ObjectWriter<'_> {
         write_object(self.key(key), fill);
         self
     }
+
+    /// An object field written by its [`ToJson`].
+    pub fn value(&mut self, key: &str, value: &dyn ToJson) -> &mut Self {
+        self.object(key, |w| value.to_json(w))
+    }
+
+    /// A field holding an array of objects, each written by `fill`.
+    pub fn array<T>(
+        &mut self,
+        key: &str,
+        items: &[T],
+        fill: impl Fn(&mut ObjectWriter<'_>, &T),
+    ) -> &mut Self {
+        write_array(self.key(key), items, fill);
+        self
+    }
+}
+
+/// A type the client writes as JSON (what it sends to regions), straight into text: the
+/// counterpart of [`FromJson`]. Each implementation mirrors the type's serde attributes,
+/// which the devserver reads with; the tests below hold the two together.
+pub trait ToJson {
+    /// Writes the fields of the object this value is.
+    fn to_json(&self, w: &mut ObjectWriter<'_>);
+}
+
+/// The JSON text of `value`.
+pub fn to_text(value: &dyn ToJson) -> String {
+    object_text(|w| value.to_json(w))
 }
 
 fn write_object(out: &mut Vec<u8>, fill: impl FnOnce(&mut ObjectWriter<'_>)) {
     out.push(b'{');
     fill(&mut ObjectWriter { out, first: true });
     out.push(b'}');
+}
+
+fn write_array<T>(out: &mut Vec<u8>, items: &[T], fill: impl Fn(&mut ObjectWriter<'_>, &T)) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_object(out, |w| fill(w, item));
+    }
+    out.push(b']');
 }
 
 /// The JSON text of an object written by `fill`.
@@ -147,14 +187,8 @@ pub fn object_text(fill: impl FnOnce(&mut ObjectWriter<'_>)) -> String {
 
 /// The JSON text of an array of objects, each written by `fill`.
 pub fn array_text<T>(items: &[T], fill: impl Fn(&mut ObjectWriter<'_>, &T)) -> String {
-    let mut out = vec![b'['];
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_object(&mut out, |w| fill(w, item));
-    }
-    out.push(b']');
+    let mut out = Vec::new();
+    write_array(&mut out, items, fill);
     String::from_utf8(out).unwrap_or_default()
 }
 
@@ -752,5 +786,80 @@ mod tests {
         });
         assert_eq!(array, r#"[{"n":1},{"n":2}]"#);
         assert_eq!(array_text::<u64>(&[], |_, _| {}), "[]");
+    }
+
+    /// What `ToJson` writes is what serde writes (and the devserver reads), for every type
+    /// the client sends, with each optional field present and absent.
+    #[meridian_test]
+    fn to_json_writes_what_serde_writes() {
+        fn same<T: ToJson + serde::Serialize>(value: &T) {
+            let ours: Value = serde_json::from_str(&to_text(value)).expect("valid JSON");
+            assert_eq!(ours, serde_json::to_value(value).unwrap());
+        }
+        let space = SpaceId::new("space-1").unwrap();
+        let key = crate::envelope::KeyPair::generate().public().clone();
+        for public_key in [None, Some(key)] {
+            same(&Auth {
+                token: "t\"oken\n".into(),
+                protocol: PROTOCOL_VERSION,
+                public_key,
+            });
+        }
+        for (since, epoch) in [(None, None), (Some(7), Some("e1".to_owned()))] {
+            same(&JoinRequest {
+                space: space.clone(),
+                since,
+                epoch,
+            });
+        }
+        same(&LeaveRequest {
+            space: space.clone(),
+        });
+        let sealed = SealedPayload {
+            suite: "s".into(),
+            enc: "e".into(),
+            ct: "c".into(),
+        };
+        let sends: Vec<SendRequest> = [(None, None), (Some(sealed), Some("00-ab-cd-01"))]
+            .into_iter()
+            .map(|(sealed, trace)| SendRequest {
+                space: space.clone(),
+                key: IdempotencyKey::new("k1").unwrap(),
+                body: "hé \u{1} \"there\"".into(),
+                sealed,
+                trace: trace.map(str::to_owned),
+            })
+            .collect();
+        for send in &sends {
+            same(send);
+        }
+        same(&SendBatchRequest {
+            space: space.clone(),
+            messages: sends,
+        });
+        for before in [None, Some(9)] {
+            same(&HistoryRequest {
+                space: space.clone(),
+                before,
+                limit: 50,
+            });
+        }
+        for status in [
+            PresenceStatus::Online,
+            PresenceStatus::Away,
+            PresenceStatus::Offline,
+        ] {
+            same(&PresenceRequest { status });
+        }
+        for user in [None, Some(UserId::new("u1").unwrap())] {
+            same(&TypingEvent {
+                space: space.clone(),
+                user,
+                typing: true,
+            });
+        }
+        same(&DmCreateRequest {
+            peer: UserId::new("u2").unwrap(),
+        });
     }
 }

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::json::{Fields, FromJson, Read, struct_from_json};
+use crate::json::{Fields, FromJson, ObjectWriter, Read, ToJson, struct_from_json};
 
 use crate::error::ErrorCode;
 use crate::model::{
@@ -290,6 +290,92 @@ pub type DmCreateReply = SpaceLocation;
 /// An empty success answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Empty {}
+
+// ---------------------------------------------------------------------------------------
+// Writing JSON (see `crate::json::ToJson`): what the client sends, in the shapes the serde
+// attributes above give (a `skip_serializing_if` field is left out when absent).
+// ---------------------------------------------------------------------------------------
+
+impl ToJson for Auth {
+    fn to_json(&self, w: &mut ObjectWriter<'_>) {
+        w.str("token", &self.token)
+            .num("protocol", u64::from(self.protocol));
+        if let Some(key) = &self.public_key {
+            w.str("public_key", &key.to_base64());
+        }
+    }
+}
+
+impl ToJson for JoinRequest {
+    fn to_json(&self, w: &mut ObjectWriter<'_>) {
+        w.str("space", self.space.as_str());
+        if let Some(since) = self.since {
+            w.num("since", since);
+        }
+        if let Some(epoch) = &self.epoch {
+            w.str("epoch", epoch);
+        }
+    }
+}
+
+impl ToJson for LeaveRequest {
+    fn to_json(&self, w: &mut ObjectWriter<'_>) {
+        w.str("space", self.space.as_str());
+    }
+}
+
+impl ToJson for SendRequest {
+    fn to_json(&self, w: &mut ObjectWriter<'_>) {
+        w.str("space", self.space.as_str())
+            .str("key", self.key.as_str())
+            .str("body", &self.body);
+        if let Some(sealed) = &self.sealed {
+            w.value("sealed", sealed);
+        }
+        if let Some(trace) = &self.trace {
+            w.str("trace", trace);
+        }
+    }
+}
+
+impl ToJson for SendBatchRequest {
+    fn to_json(&self, w: &mut ObjectWriter<'_>) {
+        w.str("space", self.space.as_str())
+            .array("messages", &self.messages, |w, m| m.to_json(w));
+    }
+}
+
+impl ToJson for HistoryRequest {
+    fn to_json(&self, w: &mut ObjectWriter<'_>) {
+        w.str("space", self.space.as_str());
+        if let Some(before) = self.before {
+            w.num("before", before);
+        }
+        w.num("limit", u64::from(self.limit));
+    }
+}
+
+impl ToJson for PresenceRequest {
+    fn to_json(&self, w: &mut ObjectWriter<'_>) {
+        w.str("status", self.status.as_str());
+    }
+}
+
+impl ToJson for TypingEvent {
+    fn to_json(&self, w: &mut ObjectWriter<'_>) {
+        w.str("space", self.space.as_str());
+        if let Some(user) = &self.user {
+            w.str("user", user.as_str());
+        }
+        w.bool("typing", self.typing);
+    }
+}
+
+impl ToJson for DmCreateRequest {
+    fn to_json(&self, w: &mut ObjectWriter<'_>) {
+        w.str("peer", self.peer.as_str());
+    }
+}
 
 // ---------------------------------------------------------------------------------------
 // Reading from JSON (see `crate::json`): what the client reads of the protocol, in the

@@ -25,7 +25,7 @@ use serde_json::Value;
 use crate::backoff::Backoff;
 use crate::codec::{EioPacket, SioPacket, SioPacketKind};
 use crate::error::{Error, Result};
-use crate::json::FromJson;
+use crate::json::{self, FromJson, ToJson};
 use crate::model::{Message, RegionId, SendReceipt, SpaceId, SpaceLocation};
 use crate::protocol::{
     self, Auth, DmCreateRequest, Empty, ErrorBody, HistoryReply, HistoryRequest, JoinReply,
@@ -528,13 +528,7 @@ impl RegionSession {
         };
         let ack = self.next_ack_id();
         self.acks.insert(ack, AckFor::Inbox);
-        self.emit(
-            conn,
-            event::INBOX_SUBSCRIBE,
-            serde_json::json!({}),
-            Some(ack),
-            None,
-        );
+        self.emit(conn, event::INBOX_SUBSCRIBE, "{}", Some(ack), None);
     }
 
     fn on_notify(&mut self, notify: protocol::Notify) {
@@ -660,7 +654,13 @@ impl RegionSession {
     pub fn typing(&mut self, typing: TypingEvent) {
         if let State::Open { conn, .. } = self.state {
             let space = typing.space.clone();
-            self.emit(conn, event::TYPING, to_value(&typing), None, Some(space));
+            self.emit(
+                conn,
+                event::TYPING,
+                &json::to_text(&typing),
+                None,
+                Some(space),
+            );
         }
     }
 
@@ -1056,16 +1056,22 @@ impl RegionSession {
         id
     }
 
+    /// Sends event `name` with its argument, `payload`, written as JSON text.
     fn emit(
         &mut self,
         conn: ConnId,
         name: &str,
-        payload: Value,
+        payload: &str,
         ack: Option<u64>,
         space: Option<SpaceId>,
     ) {
-        let frame =
-            EioPacket::Message(SioPacket::event(name, vec![payload], ack).encode()).encode();
+        let packet = SioPacket::encode_event(name, payload, ack);
+        self.transmit(conn, packet, space);
+    }
+
+    /// Queues a Socket.IO packet for the wire (the engine's policy gate sees it first).
+    fn transmit(&mut self, conn: ConnId, packet: String, space: Option<SpaceId>) {
+        let frame = EioPacket::Message(packet).encode();
         self.outputs
             .push_back(Output::Transmit { conn, frame, space });
     }
@@ -1088,14 +1094,14 @@ impl RegionSession {
         if leaving {
             return;
         }
-        let payload = to_value(&JoinRequest {
+        let payload = JoinRequest {
             space: space.clone(),
             since: sub.last_seq,
             epoch: sub
                 .last_seq
                 .and(sub.epoch.clone())
                 .filter(|e| !e.is_empty()),
-        });
+        };
         let ack = self.next_ack_id();
         self.acks.insert(ack, AckFor::Join(space.clone()));
         if let Some(sub) = self.subscriptions.get_mut(space) {
@@ -1106,7 +1112,7 @@ impl RegionSession {
         self.emit(
             conn,
             event::SPACE_JOIN,
-            payload,
+            &json::to_text(&payload),
             Some(ack),
             Some(space.clone()),
         );
@@ -1119,20 +1125,22 @@ impl RegionSession {
         let Some(pending) = self.requests.get(&id) else {
             return;
         };
-        let (name, payload) = match &pending.request {
+        let leave;
+        let (name, payload): (&str, &dyn ToJson) = match &pending.request {
             Request::Join(_) => return, // joins travel as subscriptions
-            Request::Leave(space) => (
-                event::SPACE_LEAVE,
-                to_value(&LeaveRequest {
+            Request::Leave(space) => {
+                leave = LeaveRequest {
                     space: space.clone(),
-                }),
-            ),
-            Request::Send(r) => (event::MESSAGE_SEND, to_value(r)),
-            Request::SendBatch(r) => (event::MESSAGE_SEND_BATCH, to_value(r)),
-            Request::History(r) => (event::HISTORY, to_value(r)),
-            Request::Presence(r) => (event::PRESENCE_SET, to_value(r)),
-            Request::CreateDm(r) => (event::DM_CREATE, to_value(r)),
+                };
+                (event::SPACE_LEAVE, &leave)
+            }
+            Request::Send(r) => (event::MESSAGE_SEND, r),
+            Request::SendBatch(r) => (event::MESSAGE_SEND_BATCH, r),
+            Request::History(r) => (event::HISTORY, r),
+            Request::Presence(r) => (event::PRESENCE_SET, r),
+            Request::CreateDm(r) => (event::DM_CREATE, r),
         };
+        let payload = json::to_text(payload);
         let space = pending.request.space().cloned();
         let ack = self.next_ack_id();
         self.acks.insert(ack, AckFor::Request(id));
@@ -1140,20 +1148,16 @@ impl RegionSession {
             p.ack = Some(ack);
             p.sent_at = Some(self.now);
         }
-        self.emit(conn, name, payload, Some(ack), space);
+        self.emit(conn, name, &payload, Some(ack), space);
     }
 
     fn on_frame(&mut self, conn: ConnId, frame: &str, now: Instant) -> Result<()> {
         let packet = EioPacket::decode(frame)?;
         match (self.state, packet) {
             (State::Handshaking { .. }, EioPacket::Open(h)) => {
-                let connect = SioPacket::main(SioPacketKind::Connect(Some(to_value(&self.auth))));
+                let connect = SioPacket::encode_connect(&json::to_text(&self.auth));
                 // The auth frame carries the token: the engine's policy gate sees it like any other.
-                self.outputs.push_back(Output::Transmit {
-                    conn,
-                    frame: EioPacket::Message(connect.encode()).encode(),
-                    space: None,
-                });
+                self.transmit(conn, connect, None);
                 let heartbeat =
                     Duration::from_millis(h.ping_interval.saturating_add(h.ping_timeout))
                         + self.config.heartbeat_grace;
@@ -1557,11 +1561,6 @@ impl RegionSession {
     fn push_event(&mut self, event: SessionEvent) {
         self.outputs.push_back(Output::Event(event));
     }
-}
-
-fn to_value<T: serde::Serialize>(v: &T) -> Value {
-    // The protocol types are plain data with string keys: serializing them cannot fail.
-    serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
 /// Files `m` among the early messages by seq (replacing one with the same seq).

@@ -75,6 +75,29 @@ impl SioPacket {
         })
     }
 
+    /// An event with one argument already written as JSON text (the client's own
+    /// requests, see [`crate::json::ToJson`]), rendered as [`Self::encode`] renders
+    /// `Self::event(name, vec![arg], ack_id)`.
+    pub fn encode_event(name: &str, arg: &str, ack_id: Option<u64>) -> String {
+        let mut out = vec![b'2'];
+        if let Some(id) = ack_id {
+            out.extend_from_slice(id.to_string().as_bytes());
+        }
+        out.push(b'[');
+        // Writing to memory cannot fail.
+        let _ = serde_json::to_writer(&mut out, name);
+        out.push(b',');
+        out.extend_from_slice(arg.as_bytes());
+        out.push(b']');
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// A CONNECT to the main namespace with its auth payload already written as JSON text,
+    /// rendered as [`Self::encode`] renders it.
+    pub fn encode_connect(auth: &str) -> String {
+        format!("0{auth}")
+    }
+
     /// Renders the packet as the payload of an Engine.IO message.
     pub fn encode(&self) -> String {
         let mut out = Vec::new();
@@ -210,6 +233,26 @@ mod tests {
     #[cfg(not(target_arch = "wasm32"))]
     use proptest::prelude::*;
     use serde_json::json;
+
+    /// The client's own packets, written from JSON text, are what `encode` writes for
+    /// the same packet.
+    #[meridian_test]
+    fn events_and_connects_written_from_text_match_encode() {
+        let arg = json!({"space": "s\"1", "n": 1, "nested": {"a": [1, 2]}});
+        let text = arg.to_string();
+        for ack in [None, Some(0), Some(MAX_ACK_ID)] {
+            for name in ["message:send", "odd \"name\" é"] {
+                assert_eq!(
+                    SioPacket::encode_event(name, &text, ack),
+                    SioPacket::event(name, vec![arg.clone()], ack).encode()
+                );
+            }
+        }
+        assert_eq!(
+            SioPacket::encode_connect(&text),
+            SioPacket::main(SioPacketKind::Connect(Some(arg))).encode()
+        );
+    }
 
     #[meridian_test]
     fn decodes_the_examples_of_the_spec() {

@@ -887,7 +887,7 @@ impl Engine {
             .collect();
         for (space, cursor) in current {
             if self.saved_cursors.get(&space) != Some(&cursor) {
-                let value = serde_json::to_vec(&cursor).unwrap_or_default();
+                let value = crate::json::to_text(&cursor).into_bytes();
                 let _ = self.writer.unbounded_send(StoreOp::Put {
                     namespace: self.namespaces.cursors.clone(),
                     key: space.to_string(),

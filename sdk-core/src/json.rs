@@ -136,6 +136,20 @@ impl ObjectWriter<'_> {
         self.object(key, |w| value.to_json(w))
     }
 
+    /// A field holding an array of strings.
+    pub fn strings(&mut self, key: &str, items: &[String]) -> &mut Self {
+        let out = self.key(key);
+        out.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut *out, item.as_str());
+        }
+        out.push(b']');
+        self
+    }
+
     /// A field holding an array of objects, each written by `fill`.
     pub fn array<T>(
         &mut self,
@@ -861,5 +875,37 @@ mod tests {
         same(&DmCreateRequest {
             peer: UserId::new("u2").unwrap(),
         });
+        // And what the client keeps in its store.
+        let failed = SendStatus::Failed {
+            code: ErrorCode::PolicyViolation,
+            message: "no \"there\"".into(),
+        };
+        for (trace, status) in [(None, SendStatus::Queued), (Some("t".to_owned()), failed)] {
+            same(&OutboxEntry {
+                key: IdempotencyKey::new("k1").unwrap(),
+                space: space.clone(),
+                body: "b".into(),
+                trace,
+                order: 3,
+                status,
+            });
+        }
+        same(&Cursor {
+            last_seq: 12,
+            epoch: "e".into(),
+        });
+        // And the handshake (the codec encodes it for the devserver's side).
+        for (upgrades, max_payload) in [
+            (vec![], None),
+            (vec!["a\"".to_owned(), "b".to_owned()], Some(9)),
+        ] {
+            same(&OpenHandshake {
+                sid: "sid".into(),
+                upgrades,
+                ping_interval: 25_000,
+                ping_timeout: 20_000,
+                max_payload,
+            });
+        }
     }
 }

@@ -57,6 +57,28 @@ pub struct OutboxEntry {
     pub status: SendStatus,
 }
 
+impl crate::json::ToJson for OutboxEntry {
+    fn to_json(&self, w: &mut crate::json::ObjectWriter<'_>) {
+        w.str("key", self.key.as_str())
+            .str("space", self.space.as_str())
+            .str("body", &self.body);
+        if let Some(trace) = &self.trace {
+            w.str("trace", trace);
+        }
+        w.num("order", self.order)
+            .object("status", |w| match &self.status {
+                SendStatus::Queued => {
+                    w.str("state", "queued");
+                }
+                SendStatus::Failed { code, message } => {
+                    w.str("state", "failed")
+                        .str("code", code.as_str())
+                        .str("message", message);
+                }
+            });
+    }
+}
+
 impl crate::json::FromJson for SendStatus {
     fn from_json(value: serde_json::Value) -> std::result::Result<Self, String> {
         let mut f = crate::json::Fields::of(value)?;
@@ -112,8 +134,7 @@ impl OutboxEntry {
 
     /// The bytes kept in the store.
     pub fn encode(&self) -> Vec<u8> {
-        // Plain data with string keys: serializing cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::json::to_text(self).into_bytes()
     }
 
     /// Reads an entry back from the store; a corrupt record is an error, not a panic.

@@ -369,6 +369,12 @@ pub struct Cursor {
 
 crate::json::struct_from_json!(Cursor { last_seq, epoch });
 
+impl ToJson for Cursor {
+    fn to_json(&self, w: &mut json::ObjectWriter<'_>) {
+        w.num("last_seq", self.last_seq).str("epoch", &self.epoch);
+    }
+}
+
 /// The state machine of one region's connection. See the module docs.
 #[derive(Debug)]
 pub struct RegionSession {

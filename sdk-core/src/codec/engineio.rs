@@ -30,6 +30,16 @@ crate::json::struct_from_json!(OpenHandshake {
     max_payload as "maxPayload",
 });
 
+impl crate::json::ToJson for OpenHandshake {
+    fn to_json(&self, w: &mut crate::json::ObjectWriter<'_>) {
+        w.str("sid", &self.sid)
+            .strings("upgrades", &self.upgrades)
+            .num("pingInterval", self.ping_interval)
+            .num("pingTimeout", self.ping_timeout)
+            .opt_num("maxPayload", self.max_payload);
+    }
+}
+
 /// An Engine.IO packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EioPacket {
@@ -80,10 +90,7 @@ impl EioPacket {
     /// Renders the packet as one text frame.
     pub fn encode(&self) -> String {
         match self {
-            Self::Open(h) => {
-                // Serializing a plain struct of strings and integers cannot fail.
-                format!("0{}", serde_json::to_string(h).unwrap_or_default())
-            }
+            Self::Open(h) => format!("0{}", crate::json::to_text(h)),
             Self::Close => "1".into(),
             Self::Ping(p) => format!("2{p}"),
             Self::Pong(p) => format!("3{p}"),

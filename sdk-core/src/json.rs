@@ -389,15 +389,27 @@ impl FromJson for u32 {
 
 impl<T: FromJson> FromJson for Vec<T> {
     fn from_json(value: Value) -> Result<Self, String> {
-        match value {
-            Value::Array(items) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| T::from_json(item).map_err(|e| format!("[{i}]: {e}")))
-                .collect(),
-            other => Err(expected("an array", &other)),
+        // A plain loop, and the rest in functions that are not generic: this is compiled
+        // once per element type.
+        let items = array(value)?;
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            out.push(T::from_json(item).map_err(|e| at_index(i, e))?);
         }
+        Ok(out)
     }
+}
+
+fn array(value: Value) -> Result<Vec<Value>, String> {
+    match value {
+        Value::Array(items) => Ok(items),
+        other => Err(expected("an array", &other)),
+    }
+}
+
+#[cold]
+fn at_index(i: usize, error: String) -> String {
+    format!("[{i}]: {error}")
 }
 
 impl<T: FromJson> FromJson for Option<T> {

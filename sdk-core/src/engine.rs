@@ -261,7 +261,8 @@ pub(crate) struct Engine {
     /// goes out as soon as the client connects, before the app can call `events()`): kept
     /// for the first listener, up to [`UNHEARD_LIMIT`].
     unheard: std::collections::VecDeque<Event>,
-    space_regions: HashMap<SpaceId, RegionId>,
+    /// What the engine knows of each space it was asked about or sent to.
+    spaces: HashMap<SpaceId, SpaceInfo>,
     io_tx: mpsc::UnboundedSender<Io>,
     io_rx: Option<mpsc::UnboundedReceiver<Io>>,
     next_request: u64,
@@ -278,10 +279,6 @@ pub(crate) struct Engine {
     send_requests: HashMap<RequestId, Vec<u64>>,
     /// Who waits for each entry's outcome.
     send_waiters: HashMap<u64, Vec<Reply>>,
-    /// Where the spaces of sends are housed, as last located.
-    locations: HashMap<SpaceId, (SpaceLocation, Region)>,
-    /// Spaces whose content must travel sealed (data sovereignty).
-    sealed_spaces: std::collections::HashSet<SpaceId>,
     /// Batches whose space could not be located yet (a few at most: a `Vec`, not a map,
     /// which would be one more map type in the web build).
     unlocated: Vec<Vec<OutboxEntry>>,
@@ -298,6 +295,17 @@ pub(crate) struct Engine {
     /// When to renew the token before it expires.
     token_refresh_at: Option<Instant>,
     overall: ConnectionState,
+}
+
+/// What the engine knows of a space.
+#[derive(Default)]
+struct SpaceInfo {
+    /// The region housing it: frames about the space may go there only.
+    housing: Option<RegionId>,
+    /// Where its sends go, as last located (`None` until located, and after "moved").
+    located: Option<(SpaceLocation, Region)>,
+    /// Its content must travel sealed (data sovereignty).
+    sealed: bool,
 }
 
 /// What an engine starts from.
@@ -345,7 +353,7 @@ impl Engine {
             replies: HashMap::new(),
             subscribers: Vec::new(),
             unheard: std::collections::VecDeque::new(),
-            space_regions: HashMap::new(),
+            spaces: HashMap::new(),
             io_tx,
             io_rx: Some(io_rx),
             next_request: 0,
@@ -357,9 +365,7 @@ impl Engine {
             parked: SortedMap::new(),
             send_requests: HashMap::new(),
             send_waiters: HashMap::new(),
-            locations: HashMap::new(),
             unlocated: Vec::new(),
-            sealed_spaces: std::collections::HashSet::new(),
             locate_retry_at: None,
             saved_cursors: cursors.clone(),
             restored_cursors: cursors,
@@ -455,6 +461,10 @@ impl Engine {
         }
     }
 
+    fn space(&mut self, space: &SpaceId) -> &mut SpaceInfo {
+        self.spaces.entry(space.clone()).or_default()
+    }
+
     fn on_command(&mut self, command: Command) {
         let now = self.driver.now();
         match command {
@@ -465,7 +475,7 @@ impl Engine {
                 reply,
             } => {
                 if let (Some(space), Some(housing)) = (request.space(), space_region) {
-                    self.space_regions.insert(space.clone(), housing);
+                    self.space(space).housing = Some(housing);
                 }
                 if let Request::Presence(set) = &request {
                     self.presence = Some(set.status);
@@ -689,7 +699,8 @@ impl Engine {
             return;
         };
         let (order, space) = (first.order, first.space.clone());
-        let Some((loc, region)) = self.locations.get(&space).cloned() else {
+        let located = self.spaces.get(&space).and_then(|s| s.located.clone());
+        let Some((loc, region)) = located else {
             let directory = self.directory.clone();
             let io = self.io_tx.clone();
             self.unlocated.push(batch);
@@ -715,7 +726,7 @@ impl Engine {
         for entry in &batch {
             let mut request = entry.request();
             if decision.seal {
-                self.sealed_spaces.insert(space.clone());
+                self.space(&space).sealed = true;
                 match seal_for(&region, entry) {
                     Ok(sealed) => {
                         request.body = String::new();
@@ -729,7 +740,7 @@ impl Engine {
             }
             requests.push(request);
         }
-        self.space_regions.insert(space.clone(), loc.region.clone());
+        self.space(&space).housing = Some(loc.region.clone());
         let now = self.driver.now();
         let id = self.submit(&region, Request::sends(space, requests), now);
         self.send_requests
@@ -757,7 +768,7 @@ impl Engine {
         };
         match result {
             Ok(located) => {
-                self.locations.insert(space, located);
+                self.space(&space).located = Some(located);
                 self.dispatch(batch);
             }
             Err(e) if e.is_transient() => {
@@ -784,7 +795,9 @@ impl Engine {
                 .filter_map(|o| self.outbox.get(*o).cloned())
                 .collect();
             if let Some(first) = batch.first() {
-                self.locations.remove(&first.space);
+                if let Some(info) = self.spaces.get_mut(&first.space) {
+                    info.located = None;
+                }
                 self.directory.forget_space(&first.space);
                 self.dispatch(batch);
                 return;
@@ -933,7 +946,7 @@ impl Engine {
                 // and a frame about a space may only go to the region housing it. A space
                 // of unknown housing fails closed.
                 let housing = match &space {
-                    Some(s) => match self.space_regions.get(s) {
+                    Some(s) => match self.spaces.get(s).and_then(|i| i.housing.as_ref()) {
                         Some(r) => Some(r.clone()),
                         None => {
                             let e = Error::PolicyViolation {
@@ -953,7 +966,7 @@ impl Engine {
                 // Content of a data-sovereignty space never leaves in the clear, whatever
                 // the code before this line did.
                 if let Some(s) = &space
-                    && self.sealed_spaces.contains(s)
+                    && self.spaces.get(s).is_some_and(|i| i.sealed)
                     && carries_plaintext(&frame)
                 {
                     let e = Error::PolicyViolation {

@@ -255,7 +255,8 @@ pub(crate) struct Engine {
     /// is (re)established, since a region forgets it when the socket drops.
     presence: Option<PresenceStatus>,
     transports: HashMap<(RegionId, ConnId), mpsc::UnboundedSender<String>>,
-    replies: HashMap<RequestId, Reply>,
+    /// Who waits for each request the engine submitted.
+    waiting: HashMap<RequestId, Waiting>,
     subscribers: Vec<mpsc::UnboundedSender<Event>>,
     /// Events from before anyone listened (the outcome of sends restored from the store
     /// goes out as soon as the client connects, before the app can call `events()`): kept
@@ -275,8 +276,6 @@ pub(crate) struct Engine {
     unpersisted: HashMap<u64, Option<Reply>>,
     /// Entries handed out by the outbox while still unpersisted.
     parked: SortedMap<u64, OutboxEntry>,
-    /// Session requests that carry outbox entries (one, or a batch of one space's, in order).
-    send_requests: HashMap<RequestId, Vec<u64>>,
     /// Who waits for each entry's outcome.
     send_waiters: HashMap<u64, Vec<Reply>>,
     /// Batches whose space could not be located yet (a few at most: a `Vec`, not a map,
@@ -295,6 +294,15 @@ pub(crate) struct Engine {
     /// When to renew the token before it expires.
     token_refresh_at: Option<Instant>,
     overall: ConnectionState,
+}
+
+/// Who waits for a request's answer.
+enum Waiting {
+    /// The app, through the client.
+    App(Reply),
+    /// The outbox: the request carries these entries (one, or a batch of one space's, in
+    /// order).
+    Sends(Vec<u64>),
 }
 
 /// What the engine knows of a space.
@@ -350,7 +358,7 @@ impl Engine {
             regions: HashMap::new(),
             presence: None,
             transports: HashMap::new(),
-            replies: HashMap::new(),
+            waiting: HashMap::new(),
             subscribers: Vec::new(),
             unheard: std::collections::VecDeque::new(),
             spaces: HashMap::new(),
@@ -363,7 +371,6 @@ impl Engine {
             outbox,
             unpersisted: HashMap::new(),
             parked: SortedMap::new(),
-            send_requests: HashMap::new(),
             send_waiters: HashMap::new(),
             unlocated: Vec::new(),
             locate_retry_at: None,
@@ -481,7 +488,7 @@ impl Engine {
                     self.presence = Some(set.status);
                 }
                 let id = self.submit(&region, request, now);
-                self.replies.insert(id, reply);
+                self.waiting.insert(id, Waiting::App(reply));
             }
             Command::Enqueue {
                 key,
@@ -743,8 +750,8 @@ impl Engine {
         self.space(&space).housing = Some(loc.region.clone());
         let now = self.driver.now();
         let id = self.submit(&region, Request::sends(space, requests), now);
-        self.send_requests
-            .insert(id, batch.iter().map(|e| e.order).collect());
+        let orders = batch.iter().map(|e| e.order).collect();
+        self.waiting.insert(id, Waiting::Sends(orders));
     }
 
     /// Settles every entry of a batch with the same error, in order.
@@ -1016,13 +1023,13 @@ impl Engine {
 
     fn on_session_event(&mut self, region: &RegionId, event: SessionEvent) {
         match event {
-            SessionEvent::Reply { request, result } => {
-                if let Some(orders) = self.send_requests.remove(&request) {
-                    self.on_send_reply(orders, result);
-                } else if let Some(tx) = self.replies.remove(&request) {
-                    let _ = tx.send(result.map(Answer::Response));
+            SessionEvent::Reply { request, result } => match self.waiting.remove(&request) {
+                Some(Waiting::Sends(orders)) => self.on_send_reply(orders, result),
+                Some(Waiting::App(reply)) => {
+                    let _ = reply.send(result.map(Answer::Response));
                 }
-            }
+                None => {}
+            },
             SessionEvent::Message(m) => {
                 if self.cursor_flush_at.is_none() {
                     self.cursor_flush_at = Some(self.driver.now() + CURSOR_FLUSH);

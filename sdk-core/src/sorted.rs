@@ -188,12 +188,7 @@ impl<K, V> IntoIterator for SortedMap<K, V> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use meridian_test_macros::meridian_test;
-    // proptest does not build for wasm32-unknown-unknown: the property tests run natively.
-    #[cfg(not(target_arch = "wasm32"))]
-    use proptest::prelude::*;
 
     use super::SortedMap;
 
@@ -218,6 +213,16 @@ mod tests {
         assert_eq!(map.get(&3), Some(&33));
         assert!(!map.contains_key(&0));
     }
+}
+
+// proptest does not build for wasm32-unknown-unknown: the property tests run natively.
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod properties {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::SortedMap;
 
     #[derive(Debug, Clone)]
     enum Op {
@@ -234,7 +239,6 @@ mod tests {
         ]
     }
 
-    #[cfg(not(target_arch = "wasm32"))]
     proptest! {
         /// Any sequence of operations leaves the map as a `BTreeMap` given the same
         /// sequence, with the same answers on the way.

@@ -1,9 +1,11 @@
-//! JSON decoding for the whole client, in one place.
+//! JSON for the whole client, in one place.
 //!
 //! Owns: how the client reads JSON: from the network (Engine.IO handshakes, Socket.IO
 //! payloads, replies and events), from the directory, and from its own store. Text is parsed
 //! into a `serde_json::Value`, and every type is read from that by its [`FromJson`] impl,
-//! written next to the type.
+//! written next to the type. And how it writes JSON (requests, store records, the web
+//! facade's answers): straight into text through [`ObjectWriter`], by each type's
+//! [`ToJson`] impl.
 //!
 //! Why not serde's derived `Deserialize` here: on the web, code size is what the user pays
 //! for (see the size budget in `bindings/ts/README.md`). Derived deserializers are generic
@@ -55,13 +57,6 @@ pub fn from_value<T: FromJson>(value: Value) -> Result<T, String> {
 pub fn write(out: &mut Vec<u8>, value: &Value) {
     // Writing a `Value` to memory cannot fail (its map keys are strings).
     let _ = serde_json::to_writer(out, value);
-}
-
-/// `value` as compact JSON text (`Value`'s `Display` would also bring the pretty printer).
-pub fn text(value: &Value) -> String {
-    let mut out = Vec::new();
-    write(&mut out, value);
-    String::from_utf8(out).unwrap_or_default()
 }
 
 /// A JSON object written straight into text, field by field, with no `Value` built on the
@@ -138,15 +133,9 @@ impl ObjectWriter<'_> {
 
     /// A field holding an array of strings.
     pub fn strings(&mut self, key: &str, items: &[String]) -> &mut Self {
-        let out = self.key(key);
-        out.push(b'[');
-        for (i, item) in items.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            let _ = serde_json::to_writer(&mut *out, item.as_str());
-        }
-        out.push(b']');
+        write_list(self.key(key), items, |out, item| {
+            let _ = serde_json::to_writer(out, item.as_str());
+        });
         self
     }
 
@@ -182,12 +171,21 @@ fn write_object(out: &mut Vec<u8>, fill: impl FnOnce(&mut ObjectWriter<'_>)) {
 }
 
 fn write_array<T>(out: &mut Vec<u8>, items: &[T], fill: impl Fn(&mut ObjectWriter<'_>, &T)) {
+    write_list(out, items, |out, item| write_object(out, |w| fill(w, item)));
+}
+
+/// Appends `items` as a JSON array, each item written by `write_one`.
+pub(crate) fn write_list<T>(
+    out: &mut Vec<u8>,
+    items: impl IntoIterator<Item = T>,
+    mut write_one: impl FnMut(&mut Vec<u8>, T),
+) {
     out.push(b'[');
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_object(out, |w| fill(w, item));
+        write_one(out, item);
     }
     out.push(b']');
 }

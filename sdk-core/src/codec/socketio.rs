@@ -47,14 +47,7 @@ pub struct SioPacket {
 
 /// Appends `items` as a JSON array, written straight into `out` (no array of clones).
 fn write_array<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a Value>) {
-    out.push(b'[');
-    for (i, item) in items.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        crate::json::write(out, item);
-    }
-    out.push(b']');
+    crate::json::write_list(out, items, crate::json::write);
 }
 
 impl SioPacket {

@@ -468,6 +468,7 @@ impl Engine {
         }
     }
 
+    /// What the engine knows of `space`, made empty when it knew nothing.
     fn space(&mut self, space: &SpaceId) -> &mut SpaceInfo {
         self.spaces.entry(space.clone()).or_default()
     }
@@ -729,11 +730,15 @@ impl Engine {
                 return;
             }
         };
+        if decision.seal {
+            // Marked before anything is sealed: from now on the gate refuses its content
+            // in the clear.
+            self.space(&space).sealed = true;
+        }
         let mut requests = Vec::with_capacity(batch.len());
         for entry in &batch {
             let mut request = entry.request();
             if decision.seal {
-                self.space(&space).sealed = true;
                 match seal_for(&region, entry) {
                     Ok(sealed) => {
                         request.body = String::new();

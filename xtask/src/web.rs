@@ -182,6 +182,9 @@ pub fn dist(run: &mut Run, enforce: bool) -> Result<(), Failure> {
         ],
     ))?;
     run.step(&Step::new("TypeScript build", "npm", &["run", "build"]).in_dir(&pkg))?;
+    // The package ships the repository's license (npm packs a LICENSE at its root).
+    fs::copy(repo_root().join("LICENSE"), pkg.join("LICENSE"))
+        .map_err(|e| run.fail("package LICENSE", e))?;
     let raw = fs::metadata(&wasm)
         .map_err(|e| run.fail("wasm size", format!("{}: {e}", wasm.display())))?
         .len();

@@ -1,15 +1,16 @@
-// The browser entry: fetches and compiles the wasm module next to this file on first use.
+// The browser entry: instantiates the wasm module on first use, from where the app says
+// (`init({ wasm })`) or from the file shipped next to this one. Registering the runtime is
+// this file's one side effect, which package.json's `sideEffects` declares so that
+// bundlers keep it.
 
-import init, { WasmClient } from "../wasm/meridian_wasm.js";
-import { setLoader } from "./client.js";
+import initWasm, { WasmClient } from "../wasm/meridian_wasm.js";
+import { setRuntime, type WasmSource } from "./client.js";
 
-let loading: Promise<typeof WasmClient> | undefined;
-
-setLoader(() => {
-  loading ??= init({
-    module_or_path: new URL("../wasm/meridian_wasm_bg.wasm", import.meta.url),
-  }).then(() => WasmClient);
-  return loading;
+setRuntime(async (wasm: WasmSource | undefined) => {
+  await initWasm({
+    module_or_path: wasm ?? new URL("../wasm/meridian_wasm_bg.wasm", import.meta.url),
+  });
+  return WasmClient;
 });
 
 export * from "./index.js";

@@ -3,7 +3,7 @@
 // whether the policy allows it, retries, ordering) is the core's.
 
 import type { WasmClient, WasmPendingSend } from "../wasm/meridian_wasm.js";
-import { ClosedError, toMeridianError } from "./errors.js";
+import { ClosedError, InternalError, toMeridianError } from "./errors.js";
 import type {
   ConnectOptions,
   ConnectionState,
@@ -21,12 +21,72 @@ import type {
 
 type WasmClientClass = typeof WasmClient;
 
-let loader: (() => Promise<WasmClientClass>) | undefined;
+/**
+ * Where the wasm module comes from: a URL to fetch, a `fetch` Response (or its Promise),
+ * the bytes, or a module already compiled. Left out, the package finds the file it ships
+ * next to its own code (`new URL("../wasm/…", import.meta.url)`), which works where that
+ * file is served as is (webpack 5, `vite build`, Node, an import map).
+ */
+export type WasmSource =
+  | string
+  | URL
+  | Request
+  | Response
+  | Promise<Response>
+  | BufferSource
+  | WebAssembly.Module;
 
-/** Set by the entry point (browser or Node): how to instantiate the wasm module. */
-export function setLoader(load: () => Promise<WasmClientClass>): void {
-  loader = load;
+/** What `init` takes. */
+export interface InitOptions {
+  /** The wasm module, for apps and bundlers that serve it themselves. */
+  readonly wasm?: WasmSource;
 }
+
+/** @internal How the entry point (browser or Node) instantiates the wasm module. */
+export type Runtime = (wasm: WasmSource | undefined) => Promise<WasmClientClass>;
+
+let runtime: Runtime | undefined;
+let loaded: Promise<WasmClientClass> | undefined;
+
+/** @internal Set by the entry point (browser or Node), the only side effect of either. */
+export function setRuntime(entry: Runtime): void {
+  runtime = entry;
+}
+
+/**
+ * Loads and instantiates the wasm module. `Client.connect` does it by itself from the
+ * default location; call `init` first to say where the module is (`{ wasm: url }`, a
+ * Response, the bytes) or to load it ahead of time. The first call decides: later ones
+ * share its result. A load that failed is tried again by the next call.
+ */
+export function init(options: InitOptions = {}): Promise<void> {
+  return load(options.wasm).then(() => undefined);
+}
+
+function load(wasm?: WasmSource): Promise<WasmClientClass> {
+  if (loaded) {
+    return loaded;
+  }
+  if (!runtime) {
+    return Promise.reject(
+      new InternalError(
+        "the Meridian runtime is not loaded: import @meridian/sdk by its package name, " +
+          "so that its browser or Node entry is used",
+      ),
+    );
+  }
+  const attempt = runtime(wasm).catch((thrown: unknown) => {
+    loaded = undefined;
+    throw new InternalError(`the Meridian wasm module could not be loaded: ${String(thrown)}`, {
+      cause: thrown,
+    });
+  });
+  loaded = attempt;
+  return attempt;
+}
+
+/** How many events are kept for the app's first listener while it has none (the core's bound). */
+const UNHEARD_LIMIT = 1024;
 
 async function call<T>(work: () => Promise<T>): Promise<T> {
   try {
@@ -134,12 +194,18 @@ export class Client {
   readonly #listeners = new Map<EventType | "*", Set<Listener>>();
   readonly #streams = new Set<EventStream>();
   readonly #session: Session;
-  #listening = false;
+  /** Events that came before the app's first listener or stream (newest kept). */
+  #unheard: MeridianEvent[] | undefined = [];
+  #state: ConnectionState;
   #closed = false;
 
-  private constructor(inner: WasmClient) {
+  private constructor(inner: WasmClient, state: ConnectionState) {
     this.#inner = inner;
     this.#session = JSON.parse(inner.session()) as Session;
+    this.#state = state;
+    // Subscribed from the start, so that `state` follows every change; what comes before
+    // the app listens waits in `#unheard` for its first listener, as the core would keep it.
+    inner.onEvent((text: string) => this.#receive(JSON.parse(text) as MeridianEvent));
   }
 
   /**
@@ -147,10 +213,7 @@ export class Client {
    * and restores pending sends from the store. Region sockets open when first needed.
    */
   static async connect(options: ConnectOptions): Promise<Client> {
-    if (!loader) {
-      throw toMeridianError({ code: "internal", message: "the Meridian runtime is not loaded" });
-    }
-    const Wasm = await loader();
+    const Wasm = await load();
     const { tokenProvider, store, ...rest } = options;
     // Where IndexedDB exists it is the default; elsewhere (Node) memory is.
     const platformDefault = typeof indexedDB === "undefined" ? "memory" : "indexeddb";
@@ -160,7 +223,16 @@ export class Client {
     });
     const custom = typeof store === "object" ? store : undefined;
     const inner = await call(() => Wasm.connect(json, tokenProvider, custom));
-    return new Client(inner);
+    const state = await callJson<ConnectionState>(() => inner.connectionState());
+    return new Client(inner, state);
+  }
+
+  /**
+   * The state of the client as a whole, now: what a status bar shows. It changes with
+   * each `connection` event (`closed` once disconnected); for React, `useConnectionState`.
+   */
+  get state(): ConnectionState {
+    return this.#state;
   }
 
   /** Who this client is. */
@@ -180,7 +252,7 @@ export class Client {
     const stored = listener as Listener;
     set.add(stored);
     this.#listeners.set(type, set);
-    this.#listen();
+    this.#heard();
     return () => {
       set.delete(stored);
     };
@@ -190,7 +262,7 @@ export class Client {
   events(): EventStream {
     const stream: EventStream = new EventStream(() => this.#streams.delete(stream));
     this.#streams.add(stream);
-    this.#listen();
+    this.#heard();
     if (this.#closed) {
       stream.close();
       this.#streams.delete(stream);
@@ -278,6 +350,9 @@ export class Client {
     }
     this.#closed = true;
     await call(() => this.#inner.disconnect() as Promise<unknown>);
+    if (this.#state.state !== "closed") {
+      this.#receive({ type: "connection", state: { state: "closed" } });
+    }
     for (const stream of [...this.#streams]) {
       stream.close();
     }
@@ -285,16 +360,33 @@ export class Client {
   }
 
   /**
-   * Subscribes to the core's events when the app first listens, not before: the core
-   * keeps what happened until its first subscriber (the outcome of sends restored from
-   * the store goes out as soon as the client connects), so that listener gets it too.
+   * The app listens: what happened before it did goes out to its listeners now, after
+   * the call that registered them returns (so every listener registered in the same turn
+   * gets it too).
    */
-  #listen(): void {
-    if (this.#listening || this.#closed) {
+  #heard(): void {
+    const unheard = this.#unheard;
+    if (unheard === undefined) {
       return;
     }
-    this.#listening = true;
-    this.#inner.onEvent((text: string) => this.#dispatch(JSON.parse(text) as MeridianEvent));
+    this.#unheard = undefined;
+    if (unheard.length > 0) {
+      queueMicrotask(() => unheard.forEach((event) => this.#dispatch(event)));
+    }
+  }
+
+  #receive(event: MeridianEvent): void {
+    if (event.type === "connection") {
+      this.#state = event.state;
+    }
+    if (this.#unheard === undefined) {
+      this.#dispatch(event);
+      return;
+    }
+    if (this.#unheard.length === UNHEARD_LIMIT) {
+      this.#unheard.shift();
+    }
+    this.#unheard.push(event);
   }
 
   /** The wasm client, unless this client was disconnected (its memory is freed then). */

@@ -22,14 +22,22 @@ const TRANSIENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   "moved",
 ]);
 
-/** Every error the SDK throws. Switch on `code`, or use `instanceof` on the subclasses. */
+/** What an error was caused by, as `new Error(message, { cause })` takes it. */
+export interface MeridianErrorOptions {
+  readonly cause?: unknown;
+}
+
+/**
+ * Every error the SDK throws. Switch on `code`, or use `instanceof` on the subclasses.
+ * Each class sets its `name` as a literal, so it survives a minifier renaming classes.
+ */
 export class MeridianError extends Error {
+  override name = "MeridianError";
   readonly code: ErrorCode;
 
-  constructor(code: ErrorCode, message: string) {
-    super(message);
+  constructor(code: ErrorCode, message: string, options?: MeridianErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
-    this.name = new.target.name;
   }
 
   /** Whether trying the same thing again later may succeed. */
@@ -40,72 +48,84 @@ export class MeridianError extends Error {
 
 /** The user's geographic policy forbids the region; nothing left the device. */
 export class PolicyViolationError extends MeridianError {
+  override name = "PolicyViolationError";
   /** The region the policy forbids. */
   readonly region: string;
 
-  constructor(message: string, region: string) {
-    super("policy_violation", message);
+  constructor(message: string, region: string, options?: MeridianErrorOptions) {
+    super("policy_violation", message, options);
     this.region = region;
   }
 }
 
 export class NotFoundError extends MeridianError {
-  constructor(message: string) {
-    super("not_found", message);
+  override name = "NotFoundError";
+  constructor(message: string, options?: MeridianErrorOptions) {
+    super("not_found", message, options);
   }
 }
 export class UnauthorizedError extends MeridianError {
-  constructor(message: string) {
-    super("unauthorized", message);
+  override name = "UnauthorizedError";
+  constructor(message: string, options?: MeridianErrorOptions) {
+    super("unauthorized", message, options);
   }
 }
 export class InvalidInputError extends MeridianError {
-  constructor(message: string) {
-    super("invalid_input", message);
+  override name = "InvalidInputError";
+  constructor(message: string, options?: MeridianErrorOptions) {
+    super("invalid_input", message, options);
   }
 }
 export class DirectoryUnavailableError extends MeridianError {
-  constructor(message: string) {
-    super("directory_unavailable", message);
+  override name = "DirectoryUnavailableError";
+  constructor(message: string, options?: MeridianErrorOptions) {
+    super("directory_unavailable", message, options);
   }
 }
 export class ClosedError extends MeridianError {
-  constructor(message: string) {
-    super("closed", message);
+  override name = "ClosedError";
+  constructor(message: string, options?: MeridianErrorOptions) {
+    super("closed", message, options);
   }
 }
 export class TimeoutError extends MeridianError {
-  constructor(message: string) {
-    super("timeout", message);
+  override name = "TimeoutError";
+  constructor(message: string, options?: MeridianErrorOptions) {
+    super("timeout", message, options);
   }
 }
 export class ProtocolError extends MeridianError {
-  constructor(message: string) {
-    super("protocol", message);
+  override name = "ProtocolError";
+  constructor(message: string, options?: MeridianErrorOptions) {
+    super("protocol", message, options);
   }
 }
 export class MovedError extends MeridianError {
-  constructor(message: string) {
-    super("moved", message);
+  override name = "MovedError";
+  constructor(message: string, options?: MeridianErrorOptions) {
+    super("moved", message, options);
   }
 }
 export class TransportError extends MeridianError {
-  constructor(message: string) {
-    super("transport", message);
+  override name = "TransportError";
+  constructor(message: string, options?: MeridianErrorOptions) {
+    super("transport", message, options);
   }
 }
 export class IntegrityError extends MeridianError {
-  constructor(message: string) {
-    super("integrity", message);
+  override name = "IntegrityError";
+  constructor(message: string, options?: MeridianErrorOptions) {
+    super("integrity", message, options);
   }
 }
 export class InternalError extends MeridianError {
-  constructor(message: string) {
-    super("internal", message);
+  override name = "InternalError";
+  constructor(message: string, options?: MeridianErrorOptions) {
+    super("internal", message, options);
   }
 }
 
-const BY_CODE: { readonly [C in Exclude<ErrorCode, "policy_violation">]: new (m: string) => MeridianError } = {
+const BY_CODE: { readonly [C in Exclude<ErrorCode, "policy_violation">]: new (m: string, o?: MeridianErrorOptions) => MeridianError } = {
   not_found: NotFoundError,
   unauthorized: UnauthorizedError,
   invalid_input: InvalidInputError,
@@ -141,7 +161,9 @@ export function toMeridianError(thrown: unknown): MeridianError {
     if (isCode(code)) {
       return new BY_CODE[code as Exclude<ErrorCode, "policy_violation">](message);
     }
-    return new InternalError(message);
+    // Not the core's: a JavaScript error from the app's store or token provider, or the
+    // platform's. It stays reachable as `cause`.
+    return new InternalError(message, { cause: thrown });
   }
-  return new InternalError(String(thrown));
+  return new InternalError(String(thrown), { cause: thrown });
 }

@@ -146,10 +146,11 @@ fn test_steps() -> Vec<Step> {
             "React Native: C++ against JSI, TypeScript in Node",
             &["xtask", "react-native"],
         ),
-        // examples/web in two Chromium contexts (playwright-core driving Debian's Chromium);
-        // screenshots land in bindings/ts/test-results/.
+        // playwright-core driving Debian's Chromium: the package as each bundler builds it
+        // (Vite dev and build, webpack, esbuild, Rollup), examples/web and examples/web-react
+        // in two browser contexts; screenshots land in bindings/ts/test-results/.
         Step::new(
-            "web demo in Chromium (Playwright)",
+            "web package under bundlers, web demos in Chromium (Playwright)",
             "npm",
             &["run", "test:browser"],
         )
@@ -273,6 +274,10 @@ pub(crate) fn setup(run: &mut Run) -> Result<(), Failure> {
 
     ensure_npm_packages(run, "tests/interop")?;
     ensure_npm_packages(run, "bindings/ts")?;
+    // The bundlers the package is built with in its tests (Vite, webpack, esbuild, Rollup).
+    ensure_npm_packages(run, "bindings/ts/fixtures")?;
+    // The React demo, built by its own Vite in the browser tests.
+    ensure_npm_packages(run, "examples/web-react")?;
     ensure_npm_packages(run, "bindings/react-native")?;
     web::ensure_wasm_bindgen(run)?;
     ensure_chromium(run)

@@ -317,6 +317,21 @@ impl Client {
     /// the space doesn't exist, or the user's policy forbids its region. When the directory
     /// can't be reached the send is accepted and checked once it can.
     pub async fn send_message(&self, space: &SpaceId, text: &str) -> Result<PendingSend> {
+        let key = IdempotencyKey::new(secret::random_hex128()?)?;
+        self.send_message_with_key(space, text, key).await
+    }
+
+    /// Sends a message under a key the caller chose: what a caller that may not hear the
+    /// answer (a browser tab handing its sends to another) uses to send again safely.
+    /// While a send of that key is in the outbox, a second one is refused
+    /// (`invalid_input`: look it up in [`Self::pending_sends`]); once the region has stored
+    /// it, the region answers a second one with the first receipt and stores nothing.
+    pub async fn send_message_with_key(
+        &self,
+        space: &SpaceId,
+        text: &str,
+        key: IdempotencyKey,
+    ) -> Result<PendingSend> {
         model::validate_body(text)?;
         match self.locate(space).await {
             Ok((loc, _)) => policy::check_space_entry(&self.inner.ctx, &loc)
@@ -326,10 +341,7 @@ impl Client {
             }
             Err(e) => return Err(e),
         }
-        let (key, trace) = (
-            IdempotencyKey::new(secret::random_hex128()?)?,
-            traceparent()?,
-        );
+        let trace = traceparent()?;
         let answer = self.ask(|reply| Command::Enqueue {
             key,
             space: space.clone(),

@@ -200,15 +200,21 @@ impl WasmClient {
     }
 
     /// Sends a message; resolves once it is persisted in the outbox, to a `WasmPendingSend`.
+    /// `key`, when given, is the send's idempotency key (see `send_message_with_key`).
     #[wasm_bindgen(js_name = sendMessage)]
     pub fn send_message(
         &self,
         space: &str,
         text: String,
+        key: Option<String>,
     ) -> std::result::Result<js_sys::Promise, JsValue> {
         let (client, space) = (self.client.clone(), space_id(space)?);
+        let key = key.as_deref().map(key_id).transpose()?;
         Ok(promise(Box::pin(async move {
-            let pending = client.send_message(&space, &text).await?;
+            let pending = match key {
+                Some(key) => client.send_message_with_key(&space, &text, key).await?,
+                None => client.send_message(&space, &text).await?,
+            };
             Ok(WasmPendingSend::from(pending).into())
         })))
     }

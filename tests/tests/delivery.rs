@@ -266,3 +266,48 @@ async fn a_send_refused_for_good_is_reported_and_the_others_go_on() {
     meridian_tests::residency_check!(fed);
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_send_made_again_under_its_key_is_stored_once() {
+    let fed = Federation::start(FederationConfig::default_three_regions())
+        .await
+        .unwrap();
+    let general = SpaceId::new("acme:general").unwrap();
+    let key = meridian::model::IdempotencyKey::new("tab-handover-1").unwrap();
+
+    // In the outbox (offline): a second send of the key is refused, and nothing is added.
+    let (sam, _) = client(&fed, "sam", None).await;
+    sam.join_space(&general).await.unwrap();
+    sam.network_changed(false);
+    let first = sam
+        .send_message_with_key(&general, "once", key.clone())
+        .await
+        .unwrap();
+    let again = sam
+        .send_message_with_key(&general, "once", key.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), ErrorCode::InvalidInput, "{again}");
+    assert_eq!(sam.pending_sends().await.unwrap().len(), 1);
+    sam.network_changed(true);
+    let receipt = first.acked().await.unwrap();
+
+    // Stored: another client (another tab, another run) sending it again gets the first
+    // receipt, and the space holds it once.
+    let (other, _) = client(&fed, "sam", None).await;
+    let second = other
+        .send_message_with_key(&general, "once", key)
+        .await
+        .unwrap()
+        .acked()
+        .await
+        .unwrap();
+    assert_eq!(second, receipt);
+    let history = other.history(&general, None, 50).await.unwrap();
+    assert_eq!(
+        history.iter().filter(|m| m.body == "once").count(),
+        1,
+        "{history:?}"
+    );
+    meridian_tests::residency_check!(fed);
+}

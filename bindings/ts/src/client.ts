@@ -2,8 +2,9 @@
 // typed events, Error subclasses). It converts and forwards; every decision (which region,
 // whether the policy allows it, retries, ordering) is the core's.
 
-import type { WasmClient, WasmPendingSend } from "../wasm/meridian_wasm.js";
+import type { WasmClient } from "../wasm/meridian_wasm.js";
 import { ClosedError, InternalError, toMeridianError } from "./errors.js";
+import { TabCore, tabsName, tabsSupported } from "./tabs.js";
 import type {
   ConnectOptions,
   ConnectionState,
@@ -83,6 +84,39 @@ function load(wasm?: WasmSource): Promise<WasmClientClass> {
   });
   loaded = attempt;
   return attempt;
+}
+
+/**
+ * @internal What a Client drives: the wasm client itself, or (in a tab that does not lead
+ * the others, see tabs.ts) the leading tab's through a channel. It takes and gives what
+ * the wasm client does: JSON text, errors with a `code`.
+ */
+export interface Core {
+  session(): string;
+  onEvent(listener: (text: string) => void): void;
+  joinSpace(space: string): Promise<unknown>;
+  leaveSpace(space: string): Promise<unknown>;
+  sendMessage(space: string, text: string, key?: string): Promise<CoreSend>;
+  pendingSends(): Promise<unknown>;
+  retrySend(key: string): Promise<CoreSend>;
+  cancelSend(key: string): Promise<unknown>;
+  history(space: string, before: number | undefined, limit: number): Promise<unknown>;
+  resync(space: string, limit: number): Promise<unknown>;
+  setPresence(status: string): Promise<unknown>;
+  typing(space: string, typing: boolean): Promise<unknown>;
+  createDm(peer: string): Promise<unknown>;
+  connectionState(): Promise<unknown>;
+  networkChanged(online: boolean): void;
+  disconnect(): Promise<unknown>;
+  free(): void;
+}
+
+/** @internal A send as a Core hands it back. */
+export interface CoreSend {
+  readonly key: string;
+  readonly space: string;
+  acked(): Promise<unknown>;
+  free(): void;
 }
 
 /** How many events are kept for the app's first listener while it has none (the core's bound). */
@@ -167,11 +201,11 @@ export class PendingSend {
   /** The idempotency key (to retry or cancel the send). */
   readonly key: string;
   readonly space: string;
-  readonly #inner: WasmPendingSend;
+  readonly #inner: CoreSend;
   #receipt: Promise<SendReceipt> | undefined;
 
   /** @internal */
-  constructor(inner: WasmPendingSend) {
+  constructor(inner: CoreSend) {
     this.#inner = inner;
     this.key = inner.key;
     this.space = inner.space;
@@ -190,7 +224,7 @@ type Listener = (event: MeridianEvent) => void;
 
 /** A connected Meridian client. */
 export class Client {
-  readonly #inner: WasmClient;
+  readonly #inner: Core;
   readonly #listeners = new Map<EventType | "*", Set<Listener>>();
   readonly #streams = new Set<EventStream>();
   readonly #session: Session;
@@ -199,7 +233,7 @@ export class Client {
   #state: ConnectionState;
   #closed = false;
 
-  private constructor(inner: WasmClient, state: ConnectionState) {
+  private constructor(inner: Core, state: ConnectionState) {
     this.#inner = inner;
     this.#session = JSON.parse(inner.session()) as Session;
     this.#state = state;
@@ -214,17 +248,30 @@ export class Client {
    */
   static async connect(options: ConnectOptions): Promise<Client> {
     const Wasm = await load();
-    const { tokenProvider, store, ...rest } = options;
+    const { tokenProvider, store, tabs, ...rest } = options;
     // Where IndexedDB exists it is the default; elsewhere (Node) memory is.
     const platformDefault = typeof indexedDB === "undefined" ? "memory" : "indexeddb";
-    const json = JSON.stringify({
-      ...rest,
-      store: typeof store === "string" ? store : store === undefined ? platformDefault : undefined,
-    });
+    const chosen = typeof store === "string" ? store : store === undefined ? platformDefault : undefined;
+    const json = JSON.stringify({ ...rest, store: chosen });
     const custom = typeof store === "object" ? store : undefined;
-    const inner = await call(() => Wasm.connect(json, tokenProvider, custom));
+    const open = (): Promise<Core> =>
+      call(() => Wasm.connect(json, tokenProvider, custom) as Promise<WasmClient>);
+    // The tabs of one IndexedDB database share one client (tabs.ts): one outbox, one cursor each.
+    const inner =
+      chosen === "indexeddb" && tabs !== false && tabsSupported()
+        ? await call(() => TabCore.start(tabsName(options.storeName ?? "meridian"), open))
+        : await open();
     const state = await callJson<ConnectionState>(() => inner.connectionState());
     return new Client(inner, state);
+  }
+
+  /**
+   * Whether this client runs the connection itself: false in a tab that hands its calls
+   * to the tab that leads the others of its origin and database (see `tabs` in
+   * `ConnectOptions`). It becomes true when that tab goes and this one takes over.
+   */
+  get isLeadingTab(): boolean {
+    return this.#inner instanceof TabCore ? this.#inner.leading : true;
   }
 
   /**
@@ -284,7 +331,7 @@ export class Client {
    * (with nothing stored or sent) when the user's policy forbids the space's region.
    */
   async sendMessage(space: string, text: string): Promise<PendingSend> {
-    const inner = await call(() => this.#open().sendMessage(space, text) as Promise<WasmPendingSend>);
+    const inner = await call(() => this.#open().sendMessage(space, text));
     return new PendingSend(inner);
   }
 
@@ -295,7 +342,7 @@ export class Client {
 
   /** Puts a send that failed for good back in line. */
   async retrySend(key: string): Promise<PendingSend> {
-    const inner = await call(() => this.#open().retrySend(key) as Promise<WasmPendingSend>);
+    const inner = await call(() => this.#open().retrySend(key));
     return new PendingSend(inner);
   }
 
@@ -389,8 +436,8 @@ export class Client {
     this.#unheard.push(event);
   }
 
-  /** The wasm client, unless this client was disconnected (its memory is freed then). */
-  #open(): WasmClient {
+  /** The core, unless this client was disconnected (the wasm's memory is freed then). */
+  #open(): Core {
     if (this.#closed) {
       throw new ClosedError("the client is disconnected");
     }

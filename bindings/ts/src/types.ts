@@ -52,6 +52,14 @@ export interface ConnectOptions {
   readonly storeName?: string;
   /** Follow the platform's `online`/`offline` events (default `true` where they exist). */
   readonly watchNetwork?: boolean;
+  /**
+   * Share one client among this origin's tabs that use the same IndexedDB database
+   * (default `true` in browsers): one tab at a time runs the outbox and the sockets, the
+   * others hand it their calls and hear every event; when it closes, another takes over
+   * with nothing lost. `false` gives this tab a client of its own (don't open the same
+   * database from two such tabs).
+   */
+  readonly tabs?: boolean;
 }
 
 /** Who the client is. */

@@ -753,6 +753,9 @@ impl Engine {
             requests.push(request);
         }
         self.space(&space).housing = Some(loc.region.clone());
+        for entry in &batch {
+            tracing::debug!(trace = trace_of(entry), %space, region = %loc.region, "send submitted");
+        }
         let now = self.driver.now();
         let id = self.submit(&region, Request::sends(space, requests), now);
         let orders = batch.iter().map(|e| e.order).collect();
@@ -823,6 +826,7 @@ impl Engine {
     fn settle(&mut self, order: u64, result: Result<SendReceipt>) {
         match self.outbox.settle(order, result) {
             Some(Settled::Delivered(entry, receipt)) => {
+                tracing::debug!(trace = trace_of(&entry), space = %entry.space, seq = receipt.seq, "send stored");
                 self.delete_record(&entry);
                 for waiter in self.send_waiters.remove(&order).unwrap_or_default() {
                     let _ = waiter.send(Ok(Answer::Receipt(receipt.clone())));
@@ -834,6 +838,7 @@ impl Engine {
                 });
             }
             Some(Settled::Failed(entry, error)) => {
+                tracing::warn!(trace = trace_of(&entry), space = %entry.space, code = %error.code(), "send failed for good");
                 self.persist(&entry, false);
                 for waiter in self.send_waiters.remove(&order).unwrap_or_default() {
                     let _ = waiter.send(Err(error.clone()));
@@ -1082,6 +1087,11 @@ impl Engine {
             self.unheard.push_back(event);
         }
     }
+}
+
+/// The trace id a send's log events carry (the one its `traceparent` gives the region).
+fn trace_of(entry: &OutboxEntry) -> &str {
+    entry.trace.as_deref().map_or("", crate::log::trace_id)
 }
 
 /// How many events are kept for a first listener that has not subscribed yet.

@@ -27,6 +27,7 @@ pub mod engine;
 pub mod envelope;
 pub mod error;
 pub mod json;
+pub mod log;
 pub mod model;
 pub mod outbox;
 pub mod policy;

@@ -71,6 +71,55 @@ fn key_id(key: &str) -> Result<IdempotencyKey, MeridianError> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Logs
+// ---------------------------------------------------------------------------------------
+
+/// Gets the SDK's log records (see [`set_log_handler`]). Called on SDK threads, as the
+/// events happen: hand them to the platform's logger (Logcat, `os_log`, the console) and
+/// return. A record never holds a token, a key or a message body.
+#[uniffi::export(with_foreign)]
+pub trait LogHandler: Send + Sync {
+    /// One record.
+    fn log(&self, record: LogEntry);
+}
+
+fn log_handler() -> &'static Mutex<Option<Arc<dyn LogHandler>>> {
+    static HANDLER: OnceLock<Mutex<Option<Arc<dyn LogHandler>>>> = OnceLock::new();
+    HANDLER.get_or_init(|| Mutex::new(None))
+}
+
+fn forward_log(record: meridian::log::LogRecord) {
+    let handler = log_handler()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    if let Some(handler) = handler {
+        handler.log(LogEntry::from(record));
+    }
+}
+
+/// Sends the SDK's log records at `level` (`off`, `error`, `warn`, `info`, `debug`,
+/// `trace`) and above to `handler`, for the whole process (the last call wins; `None` or
+/// `off` stops them). Where the app already installed a `tracing` subscriber of its own in
+/// the process, the records go there instead.
+#[uniffi::export]
+pub fn set_log_handler(
+    level: String,
+    handler: Option<Arc<dyn LogHandler>>,
+) -> Result<(), MeridianError> {
+    let level = meridian::log::LogLevel::parse(&level)?;
+    meridian::log::install(forward_log);
+    let on = handler.is_some();
+    *log_handler().lock().unwrap_or_else(PoisonError::into_inner) = handler;
+    meridian::log::set_level(if on {
+        level
+    } else {
+        meridian::log::LogLevel::Off
+    });
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
 // Traits the app implements
 // ---------------------------------------------------------------------------------------
 
@@ -227,6 +276,7 @@ pub struct ClientBuilder {
     options: ClientOptions,
     store: Option<Arc<dyn AppStore>>,
     token_source: Option<Arc<dyn TokenSource>>,
+    log: Option<(String, Arc<dyn LogHandler>)>,
 }
 
 #[uniffi::export]
@@ -239,6 +289,16 @@ impl ClientBuilder {
             options,
             store: None,
             token_source: None,
+            log: None,
+        })
+    }
+
+    /// Sends the SDK's logs at `level` and above to `handler` from connect on (see
+    /// [`set_log_handler`]: the handler is the process's, the last one set wins).
+    pub fn log_handler(&self, level: String, handler: Arc<dyn LogHandler>) -> Arc<Self> {
+        Arc::new(Self {
+            log: Some((level, handler)),
+            ..self.clone()
         })
     }
 
@@ -265,7 +325,11 @@ impl ClientBuilder {
             options,
             store,
             token_source,
+            log,
         } = self.clone();
+        if let Some((level, handler)) = log {
+            set_log_handler(level, Some(handler))?;
+        }
         on_runtime(async move {
             let store: Arc<dyn Store> = match (store, &options.store_dir) {
                 (Some(app), _) => Arc::new(ForeignStore(app)),

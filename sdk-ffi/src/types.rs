@@ -674,3 +674,40 @@ impl From<&CoreEvent> for Event {
         }
     }
 }
+
+/// One log record of the SDK (see `set_log_handler`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct LogEntry {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: String,
+    /// The module that logged it, e.g. `meridian::session`.
+    pub target: String,
+    /// What happened, e.g. `connected`.
+    pub message: String,
+    /// Its fields in order, e.g. `region`, `trace` (a send's W3C trace id), `code`.
+    pub fields: Vec<LogField>,
+}
+
+/// A field of a log record.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct LogField {
+    /// E.g. `region`.
+    pub name: String,
+    /// E.g. `eu-west`.
+    pub value: String,
+}
+
+impl From<meridian::log::LogRecord> for LogEntry {
+    fn from(record: meridian::log::LogRecord) -> Self {
+        Self {
+            level: record.level.as_str().to_owned(),
+            target: record.target,
+            message: record.message,
+            fields: record
+                .fields
+                .into_iter()
+                .map(|(name, value)| LogField { name, value })
+                .collect(),
+        }
+    }
+}

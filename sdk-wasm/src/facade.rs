@@ -474,3 +474,45 @@ impl Drop for NetworkWatch {
             .remove_event_listener_with_callback("offline", self.offline.as_ref().unchecked_ref());
     }
 }
+
+// ----- logs (the debug build only: the default one compiles them out) -----
+
+#[cfg(not(feature = "quiet"))]
+thread_local! {
+    static LOG_HANDLER: RefCell<Option<js_sys::Function>> = const { RefCell::new(None) };
+}
+
+/// Hands the core's log records at `level` and above to `handler`, as JSON text
+/// `{level, target, message, fields: {name: value}}`; `off` (or no handler) stops them.
+/// For the whole module: the last call wins.
+#[cfg(not(feature = "quiet"))]
+#[wasm_bindgen(js_name = setLogHandler)]
+pub fn set_log_handler(
+    level: &str,
+    handler: Option<js_sys::Function>,
+) -> std::result::Result<(), JsValue> {
+    use meridian::log::{self, LogLevel};
+    let level = js_result(LogLevel::parse(level))?;
+    log::install(|record| {
+        let text = object_text(|w| {
+            w.str("level", record.level.as_str())
+                .str("target", &record.target)
+                .str("message", &record.message)
+                .object("fields", |w| {
+                    for (name, value) in &record.fields {
+                        w.str(name, value);
+                    }
+                });
+        });
+        LOG_HANDLER.with(|handler| {
+            if let Some(handler) = handler.borrow().as_ref() {
+                // A handler that throws loses its record, nothing else.
+                let _ = handler.call1(&JsValue::NULL, &JsValue::from_str(&text));
+            }
+        });
+    });
+    let on = handler.is_some();
+    LOG_HANDLER.with(|slot| *slot.borrow_mut() = handler);
+    log::set_level(if on { level } else { LogLevel::Off });
+    Ok(())
+}

@@ -43,29 +43,66 @@ fn size_build_dir() -> PathBuf {
 /// toolchain that builds and tests everything else: no second toolchain to install and
 /// keep in step, and they change only how std is compiled and how a panic ends, not what
 /// the code means. Together they take about 23 KB off the gzipped wasm (271 to 248 KB).
-fn size_tuned_build() -> Step {
-    let target_dir = size_build_dir();
-    Step::cargo(
-        "wasm build (release, size-tuned, std from source)",
-        &[
-            "build",
-            "-p",
-            "meridian-wasm",
-            "--target",
-            WASM_TARGET,
-            "--profile",
-            "wasm-release",
-            "-Zbuild-std=std,panic_abort",
-            "-Zbuild-std-features=optimize_for_size",
-        ],
-    )
-    .env("RUSTC_BOOTSTRAP", "1")
-    .env(
-        "RUSTFLAGS",
-        "-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none -Zfmt-debug=none \
+fn size_tuned_build(variant: Variant) -> Step {
+    let target_dir = variant.target_dir();
+    let mut args = vec![
+        "build",
+        "-p",
+        "meridian-wasm",
+        "--target",
+        WASM_TARGET,
+        "--profile",
+        "wasm-release",
+        "-Zbuild-std=std,panic_abort",
+        "-Zbuild-std-features=optimize_for_size",
+    ];
+    let mut rustflags = String::from(
+        "-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none \
          --cfg sha2_backend_soft=\"compact\"",
-    )
-    .env("CARGO_TARGET_DIR", &target_dir.to_string_lossy())
+    );
+    match variant {
+        Variant::Default => rustflags.push_str(" -Zfmt-debug=none"),
+        // Logs print their fields with `Debug`: kept, and `quiet` (logs compiled out) off.
+        Variant::Debug => args.push("--no-default-features"),
+    }
+    Step::cargo(variant.build_name(), &args)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("RUSTFLAGS", &rustflags)
+        .env("CARGO_TARGET_DIR", &target_dir.to_string_lossy())
+}
+
+/// The two builds of the wasm the package ships.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// `wasm/`: what `@meridian/sdk` loads; logging compiled out; within the budget.
+    Default,
+    /// `wasm-debug/`: what `@meridian/sdk/debug` loads; the core's logs kept.
+    Debug,
+}
+
+impl Variant {
+    fn build_name(self) -> &'static str {
+        match self {
+            Self::Default => "wasm build (release, size-tuned, std from source)",
+            Self::Debug => "wasm build for @meridian/sdk/debug (logs kept)",
+        }
+    }
+
+    /// The package folder it goes to.
+    fn dir(self) -> &'static str {
+        match self {
+            Self::Default => "wasm",
+            Self::Debug => "wasm-debug",
+        }
+    }
+
+    /// Its own target folder: the flags differ, and sharing one would rebuild each time.
+    fn target_dir(self) -> PathBuf {
+        match self {
+            Self::Default => size_build_dir(),
+            Self::Debug => repo_root().join("target/wasm-size-debug"),
+        }
+    }
 }
 
 /// The package's folder.
@@ -130,12 +167,14 @@ pub fn ensure_wasm_bindgen(run: &mut Run) -> Result<(), Failure> {
 
 /// `cargo xtask dist web`: builds the npm package in `bindings/ts/` and reports its size.
 /// With `enforce`, fails when the gzipped wasm is over [`GZIP_BUDGET_BYTES`].
-pub fn dist(run: &mut Run, enforce: bool) -> Result<(), Failure> {
-    ensure_wasm_bindgen(run)?;
+/// Builds one variant of the wasm into its package folder (wasm-bindgen, then wasm-opt).
+fn build_wasm(run: &mut Run, variant: Variant) -> Result<PathBuf, Failure> {
     let pkg = package_dir();
-    run.step(&size_tuned_build())?;
-    let built = size_build_dir().join("wasm32-unknown-unknown/wasm-release/meridian_wasm.wasm");
-    let out = pkg.join("wasm");
+    run.step(&size_tuned_build(variant))?;
+    let built = variant
+        .target_dir()
+        .join("wasm32-unknown-unknown/wasm-release/meridian_wasm.wasm");
+    let out = pkg.join(variant.dir());
     let _ = fs::remove_dir_all(&out);
     run.step(&Step::new(
         "wasm-bindgen",
@@ -181,6 +220,14 @@ pub fn dist(run: &mut Run, enforce: bool) -> Result<(), Failure> {
             &wasm_arg,
         ],
     ))?;
+    Ok(wasm)
+}
+
+pub fn dist(run: &mut Run, enforce: bool) -> Result<(), Failure> {
+    ensure_wasm_bindgen(run)?;
+    let pkg = package_dir();
+    let wasm = build_wasm(run, Variant::Default)?;
+    let debug = build_wasm(run, Variant::Debug)?;
     run.step(&Step::new("TypeScript build", "npm", &["run", "build"]).in_dir(&pkg))?;
     // The package ships the repository's license (npm packs a LICENSE at its root).
     fs::copy(repo_root().join("LICENSE"), pkg.join("LICENSE"))
@@ -199,6 +246,11 @@ pub fn dist(run: &mut Run, enforce: bool) -> Result<(), Failure> {
         kb(raw),
         kb(gzipped),
         kb(GZIP_BUDGET_BYTES),
+    ));
+    let debug_gzipped = gzip_size(&debug).map_err(|e| run.fail("wasm size", e))?;
+    run.note(&format!(
+        "wasm size of @meridian/sdk/debug (logs kept, no budget): {} gzipped",
+        kb(debug_gzipped),
     ));
     if enforce && gzipped > GZIP_BUDGET_BYTES {
         return Err(run.fail(

@@ -1,16 +1,13 @@
-// The browser entry: instantiates the wasm module on first use, from where the app says
-// (`init({ wasm })`) or from the file shipped next to this one. Registering the runtime is
+// The browser entry: registers how to load the default wasm build (logs compiled out),
 // this file's one side effect, which package.json's `sideEffects` declares so that
 // bundlers keep it.
 
-import initWasm, { WasmClient } from "../wasm/meridian_wasm.js";
-import { setRuntime, type WasmSource } from "./client.js";
+import init, { WasmClient } from "../wasm/meridian_wasm.js";
+import { setRuntime } from "./client.js";
+import { browserRuntime } from "./runtime-browser.js";
 
-setRuntime(async (wasm: WasmSource | undefined) => {
-  await initWasm({
-    module_or_path: wasm ?? new URL("../wasm/meridian_wasm_bg.wasm", import.meta.url),
-  });
-  return WasmClient;
-});
+setRuntime(
+  browserRuntime({ init, WasmClient }, new URL("../wasm/meridian_wasm_bg.wasm", import.meta.url)),
+);
 
 export * from "./index.js";

@@ -11,6 +11,9 @@ import type {
   EventOf,
   EventType,
   JoinedSpace,
+  LogHandler,
+  LogLevel,
+  LogRecord,
   MeridianEvent,
   Message,
   OutboxEntry,
@@ -43,11 +46,18 @@ export interface InitOptions {
   readonly wasm?: WasmSource;
 }
 
+/** @internal What an entry point's wasm module offers: the client, and logs in debug builds. */
+export interface Loaded {
+  readonly Client: WasmClientClass;
+  /** `setLogHandler(level, handler)`, where logs are compiled in (`@meridian/sdk/debug`). */
+  readonly setLogHandler?: (level: string, handler: ((text: string) => void) | undefined) => void;
+}
+
 /** @internal How the entry point (browser or Node) instantiates the wasm module. */
-export type Runtime = (wasm: WasmSource | undefined) => Promise<WasmClientClass>;
+export type Runtime = (wasm: WasmSource | undefined) => Promise<Loaded>;
 
 let runtime: Runtime | undefined;
-let loaded: Promise<WasmClientClass> | undefined;
+let loaded: Promise<Loaded> | undefined;
 
 /** @internal Set by the entry point (browser or Node), the only side effect of either. */
 export function setRuntime(entry: Runtime): void {
@@ -64,7 +74,7 @@ export function init(options: InitOptions = {}): Promise<void> {
   return load(options.wasm).then(() => undefined);
 }
 
-function load(wasm?: WasmSource): Promise<WasmClientClass> {
+function load(wasm?: WasmSource): Promise<Loaded> {
   if (loaded) {
     return loaded;
   }
@@ -117,6 +127,44 @@ export interface CoreSend {
   readonly space: string;
   acked(): Promise<unknown>;
   free(): void;
+}
+
+let warnedNoLogs = false;
+
+/** Sends the core's log records to `handler` (the console without one), where compiled in. */
+function setLogs(loaded: Loaded, level: LogLevel, handler: LogHandler | undefined): void {
+  if (!loaded.setLogHandler) {
+    if (level !== "off" && !warnedNoLogs) {
+      warnedNoLogs = true;
+      console.warn(
+        "Meridian: logs are compiled out of @meridian/sdk to keep it small; " +
+          "import @meridian/sdk/debug instead to get them",
+      );
+    }
+    return;
+  }
+  const to = handler ?? toConsole;
+  try {
+    loaded.setLogHandler(level, (text: string) => to(JSON.parse(text) as LogRecord));
+  } catch (thrown) {
+    throw toMeridianError(thrown);
+  }
+}
+
+function toConsole(record: LogRecord): void {
+  const fields = Object.entries(record.fields)
+    .map(([name, value]) => ` ${name}=${value}`)
+    .join("");
+  const line = `[meridian] ${record.target}: ${record.message}${fields}`;
+  if (record.level === "error") {
+    console.error(line);
+  } else if (record.level === "warn") {
+    console.warn(line);
+  } else if (record.level === "info") {
+    console.info(line);
+  } else {
+    console.debug(line);
+  }
 }
 
 /** How many events are kept for the app's first listener while it has none (the core's bound). */
@@ -247,8 +295,12 @@ export class Client {
    * and restores pending sends from the store. Region sockets open when first needed.
    */
   static async connect(options: ConnectOptions): Promise<Client> {
-    const Wasm = await load();
-    const { tokenProvider, store, tabs, ...rest } = options;
+    const loaded = await load();
+    const Wasm = loaded.Client;
+    const { tokenProvider, store, tabs, logLevel, logHandler, ...rest } = options;
+    if (logLevel !== undefined || logHandler !== undefined) {
+      setLogs(loaded, logLevel ?? "info", logHandler);
+    }
     // Where IndexedDB exists it is the default; elsewhere (Node) memory is.
     const platformDefault = typeof indexedDB === "undefined" ? "memory" : "indexeddb";
     const chosen = typeof store === "string" ? store : store === undefined ? platformDefault : undefined;

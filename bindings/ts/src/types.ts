@@ -60,7 +60,32 @@ export interface ConnectOptions {
    * database from two such tabs).
    */
   readonly tabs?: boolean;
+  /**
+   * How much of the SDK's log to hand to `logHandler` (or to the console, without one):
+   * `"off"` (the default), `"error"`, `"warn"`, `"info"`, `"debug"` (each connection and
+   * send, with its trace id) or `"trace"`. The default build compiles logs out to stay
+   * small: import `@meridian/sdk/debug` instead of `@meridian/sdk` to get them. For the
+   * whole page (or process): the last client to set it wins.
+   */
+  readonly logLevel?: LogLevel;
+  /** Gets each log record. A record never holds a token, a key or a message body. */
+  readonly logHandler?: LogHandler;
 }
+
+export type LogLevel = "off" | "error" | "warn" | "info" | "debug" | "trace";
+
+/** One record of the SDK's log. */
+export interface LogRecord {
+  readonly level: Exclude<LogLevel, "off">;
+  /** The module that logged it, e.g. `meridian::session`. */
+  readonly target: string;
+  /** What happened, e.g. `send stored`. */
+  readonly message: string;
+  /** E.g. `{ region: "eu-west" }`, `{ trace: "4bf9…", space: "acme:general", seq: "12" }`. */
+  readonly fields: Readonly<Record<string, string>>;
+}
+
+export type LogHandler = (record: LogRecord) => void;
 
 /** Who the client is. */
 export interface Session {

@@ -253,3 +253,27 @@ test("event streams end when the client disconnects", async () => {
   await assert.rejects(client.joinSpace("globex:launch"), ClosedError);
   assert.deepEqual(await client.connectionState(), { state: "closed" });
 });
+
+test("logs asked of the default build: one console warning naming @meridian/sdk/debug", async () => {
+  const warnings: string[] = [];
+  const original = console.warn;
+  console.warn = (...args: unknown[]) => warnings.push(args.join(" "));
+  try {
+    for (let i = 0; i < 2; i++) {
+      const client = await Client.connect({
+        directoryUrl: fed.directoryUrl,
+        token: "sam-token",
+        federationKeys: fed.federationKeys,
+        store: "memory",
+        logLevel: "debug",
+        logHandler: () => assert.fail("the default build has no logs to hand over"),
+      });
+      await (await client.sendMessage("acme:general", "unlogged")).acked();
+      await client.disconnect();
+    }
+  } finally {
+    console.warn = original;
+  }
+  assert.equal(warnings.length, 1, warnings.join("\n"));
+  assert.match(warnings[0]!, /@meridian\/sdk\/debug/);
+});

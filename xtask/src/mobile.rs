@@ -19,13 +19,69 @@ const SWIFT_C_DIR: &str = "bindings/kotlin-swift/swift/Sources/MeridianFFIFFI";
 
 /// The React Native package.
 const RN_DIR: &str = "bindings/react-native";
-/// What ubrn writes in it, relative to it: folders that are wholly generated...
-const RN_GENERATED_DIRS: [&str; 4] = ["android", "ios", "cpp", "src/generated"];
-/// ...and generated files among ours.
-const RN_GENERATED_FILES: [&str; 3] = [
-    "MeridianReactNative.podspec",
+/// What ubrn writes in it, relative to it. The bindings (`generate jsi bindings`): folders that
+/// are wholly generated...
+const RN_GENERATED_DIRS: [&str; 2] = ["src/generated", "cpp/generated"];
+/// ...and the turbo module (`generate jsi turbo-module`): files among ours. ubrn's templates
+/// also write the podspec, `android/build.gradle`, the manifest and the ProGuard rules; those
+/// are ours, and `noOverwrite` in ubrn.config.yaml keeps ubrn off them.
+const RN_GENERATED_FILES: [&str; 10] = [
+    "android/CMakeLists.txt",
+    "android/cpp-adapter.cpp",
+    "android/src/main/java/dev/meridian/reactnative/MeridianReactNativeModule.kt",
+    "android/src/main/java/dev/meridian/reactnative/MeridianReactNativePackage.kt",
+    "cpp/meridian-react-native.cpp",
+    "cpp/meridian-react-native.h",
+    "ios/MeridianReactNative.h",
+    "ios/MeridianReactNative.mm",
     "src/NativeMeridianReactNative.ts",
     "src/bindings.tsx",
+];
+/// Ours, which the generator reads: the manifest and the config (copied outside the
+/// repository), and `android/build.gradle`, from which ubrn decides to generate the module in
+/// Kotlin (the file mentions Kotlin) rather than Java.
+const RN_GENERATOR_INPUTS: [&str; 3] = ["package.json", "ubrn.config.yaml", "android/build.gradle"];
+/// What `npm pack` must ship, relative to the package: the manifest, the licence, the built
+/// JavaScript and declarations (`bob build`), the sources Metro and the codegen read, the
+/// podspec and what it compiles, the Gradle build and what it compiles.
+const RN_PACKED: [&str; 24] = [
+    "package.json",
+    "LICENSE",
+    "README.md",
+    "lib/module/index.js",
+    "lib/module/bindings.js",
+    "lib/module/meridian.js",
+    "lib/typescript/src/index.d.ts",
+    "src/index.tsx",
+    "src/bindings.tsx",
+    "src/meridian.ts",
+    "src/NativeMeridianReactNative.ts",
+    "src/generated/meridian_ffi.ts",
+    "MeridianReactNative.podspec",
+    "ios/MeridianReactNative.mm",
+    "android/build.gradle",
+    "android/gradle.properties",
+    "android/src/main/AndroidManifest.xml",
+    "android/proguard-rules.pro",
+    "android/CMakeLists.txt",
+    "android/cpp-adapter.cpp",
+    "android/src/main/java/dev/meridian/reactnative/MeridianReactNativeModule.kt",
+    "cpp/generated/meridian_ffi.cpp",
+    "cpp/meridian-react-native.cpp",
+    "ubrn.config.yaml",
+];
+/// What it must not ship: installed packages, the Node build of the tests, Gradle and CMake
+/// output, the example app, the tests and their configuration.
+const RN_NOT_PACKED: [&str; 9] = [
+    "node_modules/",
+    "build-node/",
+    "android/build/",
+    "android/.cxx/",
+    "android/.gradle/",
+    "example/",
+    "test/",
+    ".npmrc",
+    "tsconfig",
 ];
 /// The React Native release whose JSI headers the generated C++ is compiled against.
 const JSI_HEADERS_FROM: &str = "react-native@0.88.1";
@@ -133,8 +189,8 @@ fn build_ubrn(run: &mut Run) -> Result<(), Failure> {
 }
 
 /// Generates the React Native bindings and turbo module from `lib` into `out`'s
-/// `bindings/react-native`. Outside the repository, the package's manifest and ubrn's
-/// config are copied there first (the config pointing at this workspace).
+/// `bindings/react-native`, replacing only what ubrn writes. Outside the repository, the
+/// generator's inputs are copied there first (the config pointing at this workspace).
 fn generate_react_native(run: &mut Run, lib: &str, out: &Path) -> Result<(), Failure> {
     let package = out.join(RN_DIR);
     let fail = |run: &mut Run, e: std::io::Error| run.fail("react native", e);
@@ -146,17 +202,20 @@ fn generate_react_native(run: &mut Run, lib: &str, out: &Path) -> Result<(), Fai
     }
     if out != repo_root() {
         let source = repo_root().join(RN_DIR);
-        fs::create_dir_all(&package).map_err(|e| fail(run, e))?;
-        fs::copy(source.join("package.json"), package.join("package.json"))
-            .map_err(|e| fail(run, e))?;
-        let config =
-            fs::read_to_string(source.join("ubrn.config.yaml")).map_err(|e| fail(run, e))?;
-        let workspace = format!("directory: {}", repo_root().display());
-        fs::write(
-            package.join("ubrn.config.yaml"),
-            config.replace("directory: ../..", &workspace),
-        )
-        .map_err(|e| fail(run, e))?;
+        for input in RN_GENERATOR_INPUTS {
+            let (from, to) = (source.join(input), package.join(input));
+            let text = fs::read_to_string(&from).map_err(|e| fail(run, e))?;
+            let text = if input == "ubrn.config.yaml" {
+                let workspace = format!("directory: {}", repo_root().display());
+                text.replace("directory: ../..", &workspace)
+            } else {
+                text
+            };
+            if let Some(dir) = to.parent() {
+                fs::create_dir_all(dir).map_err(|e| fail(run, e))?;
+            }
+            fs::write(&to, text).map_err(|e| fail(run, e))?;
+        }
     }
     let ubrn = ubrn_bin();
     let ubrn = ubrn.to_string_lossy();
@@ -218,6 +277,41 @@ pub fn check(run: &mut Run) -> Result<(), Failure> {
     let scratch = repo_root().join("target/mobile-check");
     let _ = fs::remove_dir_all(&scratch);
     generate(run, "debug", &scratch)?;
+    // ubrn must have written exactly the files listed as generated: one more would overwrite
+    // ours in `cargo xtask dist mobile` and escape this check, one fewer is stale.
+    let fresh = scratch.join(RN_DIR);
+    let written: Vec<PathBuf> = files(&fresh)
+        .into_iter()
+        .filter(|f| {
+            !RN_GENERATOR_INPUTS
+                .iter()
+                .any(|input| f == Path::new(input))
+        })
+        .collect();
+    let is_generated = |f: &Path| {
+        RN_GENERATED_FILES.iter().any(|g| f == Path::new(g))
+            || RN_GENERATED_DIRS.iter().any(|d| f.starts_with(d))
+    };
+    if let Some(file) = written.iter().find(|f| !is_generated(f)) {
+        return Err(run.fail(
+            "mobile bindings",
+            format!(
+                "ubrn writes {RN_DIR}/{}, which is neither in RN_GENERATED_FILES (xtask/src/mobile.rs) nor under noOverwrite in ubrn.config.yaml",
+                file.display()
+            ),
+        ));
+    }
+    if let Some(file) = RN_GENERATED_FILES
+        .iter()
+        .find(|g| !written.iter().any(|f| f == Path::new(g)))
+    {
+        return Err(run.fail(
+            "mobile bindings",
+            format!(
+                "ubrn no longer writes {RN_DIR}/{file}: take it out of RN_GENERATED_FILES (xtask/src/mobile.rs), and out of the repository unless it is now ours"
+            ),
+        ));
+    }
     let rn_dirs = RN_GENERATED_DIRS.map(|d| format!("{RN_DIR}/{d}"));
     let dirs = [KOTLIN_DIR, SWIFT_DIR, SWIFT_C_DIR]
         .into_iter()
@@ -225,10 +319,7 @@ pub fn check(run: &mut Run) -> Result<(), Failure> {
     let differs = dirs
         .filter_map(|dir| first_difference(&scratch.join(dir), &repo_root().join(dir)))
         .chain(RN_GENERATED_FILES.iter().filter_map(|file| {
-            let (fresh, committed) = (
-                scratch.join(RN_DIR).join(file),
-                repo_root().join(RN_DIR).join(file),
-            );
+            let (fresh, committed) = (fresh.join(file), repo_root().join(RN_DIR).join(file));
             (fs::read(&fresh).ok() != fs::read(&committed).ok()).then_some(committed)
         }))
         .next();
@@ -255,11 +346,84 @@ pub fn check(run: &mut Run) -> Result<(), Failure> {
 ///   bindings, loading the debug library through `@ubjs/node`, with `src/meridian.ts` on top,
 ///   against the devserver (`bindings/react-native/test/`). A test there checks that the
 ///   declarations of both flavours are the same.
+/// - The npm package: `bob build` (lib/), then `npm pack --dry-run` ships what an app needs
+///   and nothing it must not.
 pub fn react_native(run: &mut Run) -> Result<(), Failure> {
     build_ubrn(run)?;
     build(run, "debug")?;
     compile_cpp(run)?;
-    node_tests(run)
+    node_tests(run)?;
+    npm_package(run)
+}
+
+/// Builds lib/ with react-native-builder-bob and checks the tarball `npm pack` would make.
+fn npm_package(run: &mut Run) -> Result<(), Failure> {
+    let package = repo_root().join(RN_DIR);
+    let _ = fs::remove_dir_all(package.join("lib"));
+    run.step(
+        &Step::new("react native package (bob build)", "npm", &["run", "build"]).in_dir(&package),
+    )?;
+    let what = "react native package (npm pack --dry-run)";
+    println!("\n==> {what}");
+    // Scripts off: `prepare` would build again, and its output would land amid the JSON.
+    let output = std::process::Command::new("npm")
+        .args(["pack", "--dry-run", "--json", "--ignore-scripts"])
+        .current_dir(&package)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| run.fail(what, format!("cannot start npm: {e}")))?;
+    if !output.status.success() {
+        return Err(run.fail(what, format!("npm pack failed ({})", output.status)));
+    }
+    let packed = packed_paths(&String::from_utf8_lossy(&output.stdout));
+    if packed.is_empty() {
+        return Err(run.fail(what, "npm pack --json listed no files"));
+    }
+    let missing: Vec<&str> = RN_PACKED
+        .into_iter()
+        .filter(|need| !packed.iter().any(|p| p == need))
+        .collect();
+    let unwanted: Vec<&str> = packed
+        .iter()
+        .map(String::as_str)
+        .filter(|p| {
+            RN_NOT_PACKED.iter().any(|no| p.starts_with(no))
+                || p.split('/')
+                    .any(|part| part == "node_modules" || part == "build-node")
+        })
+        .collect();
+    if !missing.is_empty() || !unwanted.is_empty() {
+        let mut why = format!("the tarball of {RN_DIR} ({} files)", packed.len());
+        if !missing.is_empty() {
+            why.push_str(&format!(" lacks {}", missing.join(", ")));
+        }
+        if !unwanted.is_empty() {
+            let and = if missing.is_empty() { "" } else { " and" };
+            let shown = unwanted.len().min(10);
+            why.push_str(&format!("{and} ships {}", unwanted[..shown].join(", ")));
+            if unwanted.len() > shown {
+                why.push_str(&format!(" and {} more", unwanted.len() - shown));
+            }
+        }
+        why.push_str(": fix `files` in its package.json (or the build that makes them)");
+        return Err(run.fail(what, why));
+    }
+    run.note(&format!(
+        "npm pack: {} files, with the {} an app needs and none of {}",
+        packed.len(),
+        RN_PACKED.len(),
+        RN_NOT_PACKED.join(" ")
+    ));
+    Ok(())
+}
+
+/// The `path` of every file in the JSON of `npm pack --json` (npm writes it one key a line;
+/// paths in a package hold no quote or backslash).
+fn packed_paths(json: &str) -> Vec<String> {
+    json.lines()
+        .filter_map(|line| line.trim().strip_prefix("\"path\": \""))
+        .filter_map(|rest| rest.split_once('"').map(|(path, _)| path.to_owned()))
+        .collect()
 }
 
 fn compile_cpp(run: &mut Run) -> Result<(), Failure> {

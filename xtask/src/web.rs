@@ -12,7 +12,7 @@ use std::process::Command;
 use crate::{Failure, Run, Step, WASM_TARGET, capture, repo_root};
 
 /// The size budget for the gzipped wasm of the whole SDK (bytes; 150 KB), which
-/// `cargo xtask test` enforces. It measured 148.9 KB on 2026-11-23 (271.1 KB before the
+/// `cargo xtask test` enforces. It measured 149.6 KB on 2026-12-03 (271.1 KB before the
 /// size work; "Size" in bindings/ts/README.md has the steps and where the bytes go).
 pub const GZIP_BUDGET_BYTES: u64 = 150 * 1000;
 

@@ -15,6 +15,7 @@ import {
   type AppStore,
   type ClientBuilderLike,
   type FederationKey,
+  type LogHandler,
   type MeridianClientLike,
   type SubscriptionLike,
   type TokenSource,
@@ -34,6 +35,13 @@ export interface ConnectOptions {
   store?: AppStore;
   /** Gives fresh tokens: before the first connect when `token` is empty, and on expiry. */
   tokenSource?: TokenSource;
+  /** How much of the SDK's log `logHandler` gets: `error`, `warn`, `info` (default), `debug`, `trace`. */
+  logLevel?: "error" | "warn" | "info" | "debug" | "trace";
+  /**
+   * Gets the SDK's log records (level, target, message, fields; a send's `trace` id among
+   * them; never a token or a body), for the whole app: the last one set wins.
+   */
+  logHandler?: LogHandler;
 }
 
 /**
@@ -53,6 +61,9 @@ export function connectClient(options: ConnectOptions): Promise<MeridianClientLi
   }
   if (options.tokenSource !== undefined) {
     builder = builder.tokenSource(options.tokenSource);
+  }
+  if (options.logHandler !== undefined) {
+    builder = builder.logHandler(options.logLevel ?? "info", options.logHandler);
   }
   return builder.connect();
 }

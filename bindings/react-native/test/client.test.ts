@@ -12,7 +12,9 @@ import {
   Event,
   MeridianError,
   SpaceKind,
+  setLogHandler,
   type AppStore,
+  type LogEntry,
   type Message,
   type MeridianClientLike,
   type StoreRecord,
@@ -328,4 +330,36 @@ test("an event stream ends when the client disconnects", async () => {
   const last = heard[heard.length - 1];
   assert.ok(last !== undefined && Event.ConnectionChanged.instanceOf(last), "ends with ConnectionChanged");
   assert.ok(ConnectionState.Closed.instanceOf(last.inner.state), "to Closed");
+});
+
+test("logs reach the app's handler with trace ids and never a token or a body", async () => {
+  const records: LogEntry[] = [];
+  const body = "a body that must never be logged 27be";
+  const client = await connectClient({
+    directoryUrl: fed.directoryUrl,
+    token: "sam-token",
+    federationKeys: fed.federationKeys,
+    logLevel: "debug",
+    logHandler: { log: (record: LogEntry) => void records.push(record) },
+  });
+  open.add(client);
+  try {
+    await client.joinSpace(GENERAL);
+    const receipt = await (await client.sendMessage(GENERAL, body)).acked();
+    const field = (record: LogEntry, name: string): string | undefined =>
+      record.fields.find((f) => f.name === name)?.value;
+    const stored = records.filter((r) => r.message === "send stored");
+    assert.equal(stored.length, 1, JSON.stringify(records));
+    const trace = field(stored[0]!, "trace") ?? "";
+    assert.match(trace, /^[0-9a-f]{32}$/);
+    assert.equal(field(stored[0]!, "seq"), String(receipt.seq));
+    assert.ok(records.some((r) => r.message === "send submitted" && field(r, "trace") === trace));
+    for (const line of records.map((r) => JSON.stringify(r))) {
+      assert.ok(!line.includes(body), `a body in the logs: ${line}`);
+      assert.ok(!line.includes("sam-token"), `a token in the logs: ${line}`);
+    }
+  } finally {
+    setLogHandler("off", undefined);
+    await close(client);
+  }
 });

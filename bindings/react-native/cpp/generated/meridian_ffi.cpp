@@ -157,6 +157,12 @@ extern "C" {
     void * uniffi_out_return, RustCallStatus* rust_call_status
     );
     typedef void
+    (*UniffiCallbackInterfaceLogHandlerMethod0)(
+    uint64_t uniffi_handle, 
+    RustBuffer record, 
+    void * uniffi_out_return, RustCallStatus* rust_call_status
+    );
+    typedef void
     (*UniffiCallbackInterfaceTokenSourceMethod0)(
     uint64_t uniffi_handle, 
     RustBuffer * uniffi_out_return, RustCallStatus* rust_call_status
@@ -170,7 +176,11 @@ extern "C" {
         UniffiCallbackInterfaceFree uniffi_free;
         UniffiCallbackInterfaceClone uniffi_clone;
         UniffiCallbackInterfaceEventListenerMethod0 on_event;
-    } UniffiVTableCallbackInterfaceEventListener;typedef struct UniffiVTableCallbackInterfaceTokenSource {
+    } UniffiVTableCallbackInterfaceEventListener;typedef struct UniffiVTableCallbackInterfaceLogHandler {
+        UniffiCallbackInterfaceFree uniffi_free;
+        UniffiCallbackInterfaceClone uniffi_clone;
+        UniffiCallbackInterfaceLogHandlerMethod0 log;
+    } UniffiVTableCallbackInterfaceLogHandler;typedef struct UniffiVTableCallbackInterfaceTokenSource {
         UniffiCallbackInterfaceFree uniffi_free;
         UniffiCallbackInterfaceClone uniffi_clone;
         UniffiCallbackInterfaceTokenSourceMethod0 fetch_token;
@@ -219,6 +229,12 @@ extern "C" {
     /*handle*/ uint64_t uniffi_meridian_ffi_fn_method_clientbuilder_connect(
         /*handle*/ uint64_t ptr
     );
+    /*handle*/ uint64_t uniffi_meridian_ffi_fn_method_clientbuilder_log_handler(
+        /*handle*/ uint64_t ptr, 
+        RustBuffer level, 
+        /*handle*/ uint64_t handler, 
+        RustCallStatus *uniffi_out_err
+    );
     /*handle*/ uint64_t uniffi_meridian_ffi_fn_method_clientbuilder_store(
         /*handle*/ uint64_t ptr, 
         /*handle*/ uint64_t store, 
@@ -243,6 +259,22 @@ extern "C" {
     void uniffi_meridian_ffi_fn_method_eventlistener_on_event(
         /*handle*/ uint64_t ptr, 
         RustBuffer event, 
+        RustCallStatus *uniffi_out_err
+    );
+    /*handle*/ uint64_t uniffi_meridian_ffi_fn_clone_loghandler(
+        /*handle*/ uint64_t handle, 
+        RustCallStatus *uniffi_out_err
+    );
+    void uniffi_meridian_ffi_fn_free_loghandler(
+        /*handle*/ uint64_t handle, 
+        RustCallStatus *uniffi_out_err
+    );
+    void uniffi_meridian_ffi_fn_init_callback_vtable_loghandler(
+        UniffiVTableCallbackInterfaceLogHandler * vtable
+    );
+    void uniffi_meridian_ffi_fn_method_loghandler_log(
+        /*handle*/ uint64_t ptr, 
+        RustBuffer record, 
         RustCallStatus *uniffi_out_err
     );
     /*handle*/ uint64_t uniffi_meridian_ffi_fn_clone_meridianclient(
@@ -369,6 +401,11 @@ extern "C" {
     );
     /*handle*/ uint64_t uniffi_meridian_ffi_fn_func_connect(
         RustBuffer options
+    );
+    void uniffi_meridian_ffi_fn_func_set_log_handler(
+        RustBuffer level, 
+        RustBuffer handler, 
+        RustCallStatus *uniffi_out_err
     );
     RustBuffer ffi_meridian_ffi_rustbuffer_alloc(
         uint64_t size, 
@@ -569,6 +606,8 @@ extern "C" {
     );
     uint16_t uniffi_meridian_ffi_checksum_func_connect(
     );
+    uint16_t uniffi_meridian_ffi_checksum_func_set_log_handler(
+    );
     uint16_t uniffi_meridian_ffi_checksum_method_appstore_put(
     );
     uint16_t uniffi_meridian_ffi_checksum_method_appstore_delete(
@@ -577,11 +616,15 @@ extern "C" {
     );
     uint16_t uniffi_meridian_ffi_checksum_method_clientbuilder_connect(
     );
+    uint16_t uniffi_meridian_ffi_checksum_method_clientbuilder_log_handler(
+    );
     uint16_t uniffi_meridian_ffi_checksum_method_clientbuilder_store(
     );
     uint16_t uniffi_meridian_ffi_checksum_method_clientbuilder_token_source(
     );
     uint16_t uniffi_meridian_ffi_checksum_method_eventlistener_on_event(
+    );
+    uint16_t uniffi_meridian_ffi_checksum_method_loghandler_log(
     );
     uint16_t uniffi_meridian_ffi_checksum_method_meridianclient_cancel_send(
     );
@@ -1376,6 +1419,121 @@ namespace uniffi::meridian_ffi::st::vtablecallbackinterfaceeventlistener::vtable
         rsLambda = nullptr;
     }
 } // namespace uniffi::meridian_ffi::st::vtablecallbackinterfaceeventlistener::vtablecallbackinterfaceeventlistener::free
+
+// Callback function: uniffi::meridian_ffi::st::vtablecallbackinterfaceloghandler::vtablecallbackinterfaceloghandler::free::UniffiCallbackInterfaceFree
+//
+// We have the following constraints:
+// - we need to pass a function pointer to Rust.
+// - we need a jsi::Runtime and jsi::Function to call into JS.
+// - function pointers can't store state, so we can't use a lamda.
+//
+// For this, we store a lambda as a global, as `rsLambda`. The `callback` function calls
+// the lambda, which itself calls the `body` which then calls into JS.
+//
+// We then give the `callback` function pointer to Rust which will call the lambda sometime in the
+// future.
+namespace uniffi::meridian_ffi::st::vtablecallbackinterfaceloghandler::vtablecallbackinterfaceloghandler::free {
+    using namespace facebook;
+
+    // We need to store a lambda in a global so we can call it from
+    // a function pointer. The function pointer is passed to Rust.
+    static std::function<void(uint64_t)> rsLambda = nullptr;
+
+    // This is the main body of the callback. It's called from the lambda,
+    // which itself is called from the callback function which is passed to Rust.
+    static void body(jsi::Runtime &rt,
+                     std::shared_ptr<uniffi_runtime::UniffiCallInvoker> callInvoker,
+                     std::shared_ptr<jsi::Value> callbackValue
+            ,uint64_t rs_handle) {
+
+        // Convert the arguments from Rust, into jsi::Values.
+        // We'll use the Bridging class to do this…
+        auto js_handle = uniffi_jsi::Bridging<uint64_t>::toJs(rt, callInvoker, rs_handle);
+
+        // Now we are ready to call the callback.
+        // We are already on the JS thread, because this `body` function was
+        // invoked from the CallInvoker.
+        try {
+            // Getting the callback function
+            auto cb = callbackValue->asObject(rt).asFunction(rt);
+            auto uniffiResult = cb.call(rt, js_handle
+            );
+
+            
+
+            
+        } catch (const jsi::JSError &error) {
+            std::cout << "Error in callback UniffiCallbackInterfaceFree: "
+                    << error.what() << std::endl;
+            throw error;
+        }
+    }
+
+    static void callback(uint64_t rs_handle) {
+        // If the runtime has shutdown, then there is no point in trying to
+        // call into Javascript. BUT how do we tell if the runtime has shutdown?
+        //
+        // Answer: the module destructor calls into callback `cleanup` method,
+        // which nulls out the rsLamda.
+        //
+        // If rsLamda is null, then there is no runtime to call into.
+        if (rsLambda == nullptr) {
+            // This only occurs when destructors are calling into Rust free/drop,
+            // which causes the JS callback to be dropped.
+            return;
+        }
+
+        // The runtime, the actual callback jsi::funtion, and the callInvoker
+        // are all in the lambda.
+        rsLambda(
+            rs_handle);
+    }
+
+    [[maybe_unused]] static UniffiCallbackInterfaceFree
+    makeCallbackFunction( // uniffi::meridian_ffi::st::vtablecallbackinterfaceloghandler::vtablecallbackinterfaceloghandler::free
+                    jsi::Runtime &rt,
+                     std::shared_ptr<uniffi_runtime::UniffiCallInvoker> callInvoker,
+                     const jsi::Value &value) {
+        if (rsLambda != nullptr) {
+            // `makeCallbackFunction` is called in two circumstances:
+            //
+            // 1. at startup, when initializing callback interface vtables.
+            // 2. when polling futures. This happens at least once per future that is
+            //    exposed to Javascript. We know that this is always the same function,
+            //    `uniffiFutureContinuationCallback` in `async-rust-calls.ts`.
+            //
+            // We can therefore return the callback function without making anything
+            // new if we've been initialized already.
+            return callback;
+        }
+        auto callbackFunction = value.asObject(rt).asFunction(rt);
+        auto callbackValue = std::make_shared<jsi::Value>(rt, callbackFunction);
+        rsLambda = [&rt, callInvoker, callbackValue](uint64_t rs_handle) {
+                // We immediately make a lambda which will do the work of transforming the
+                // arguments into JSI values and calling the callback.
+                uniffi_runtime::UniffiCallFunc jsLambda = [
+                    callInvoker,
+                    callbackValue
+                    , rs_handle](jsi::Runtime &rt) mutable {
+                    body(rt, callInvoker, callbackValue
+                        , rs_handle);
+                };
+                // We'll then call that lambda from the callInvoker which will
+                // look after calling it on the correct thread.
+                
+                callInvoker->invokeNonBlocking(rt, jsLambda);
+        };
+        return callback;
+    }
+
+    // This method is called from the destructor of NativeMeridianFfi, which only happens
+    // when the jsi::Runtime is being destroyed.
+    static void cleanup() {
+        // The lambda holds a reference to the the Runtime, so when this is nulled out,
+        // then the pointer will no longer be left dangling.
+        rsLambda = nullptr;
+    }
+} // namespace uniffi::meridian_ffi::st::vtablecallbackinterfaceloghandler::vtablecallbackinterfaceloghandler::free
 
 // Callback function: uniffi::meridian_ffi::st::vtablecallbackinterfacetokensource::vtablecallbackinterfacetokensource::free::UniffiCallbackInterfaceFree
 //
@@ -3286,6 +3444,299 @@ template <> struct Bridging<UniffiVTableCallbackInterfaceEventListener> {
 };
 
 } // namespace uniffi::meridian_ffi
+    // Implementation of CallbackInterfaceClone for vtable field uniffi_clone in VTableCallbackInterfaceLogHandler
+
+
+// Callback function: uniffi::meridian_ffi::cb::callbackinterfaceclone::vtablecallbackinterfaceloghandler::UniffiCallbackInterfaceClone
+//
+// We have the following constraints:
+// - we need to pass a function pointer to Rust.
+// - we need a jsi::Runtime and jsi::Function to call into JS.
+// - function pointers can't store state, so we can't use a lamda.
+//
+// For this, we store a lambda as a global, as `rsLambda`. The `callback` function calls
+// the lambda, which itself calls the `body` which then calls into JS.
+//
+// We then give the `callback` function pointer to Rust which will call the lambda sometime in the
+// future.
+namespace uniffi::meridian_ffi::cb::callbackinterfaceclone::vtablecallbackinterfaceloghandler {
+    using namespace facebook;
+
+    // We need to store a lambda in a global so we can call it from
+    // a function pointer. The function pointer is passed to Rust.
+    static std::function<void(uint64_t, uint64_t*)> rsLambda = nullptr;
+
+    // This is the main body of the callback. It's called from the lambda,
+    // which itself is called from the callback function which is passed to Rust.
+    static void body(jsi::Runtime &rt,
+                     std::shared_ptr<uniffi_runtime::UniffiCallInvoker> callInvoker,
+                     std::shared_ptr<jsi::Value> callbackValue
+            ,uint64_t rs_handle
+            , uint64_t* uniffi_direct_return) {
+
+        // Convert the arguments from Rust, into jsi::Values.
+        // We'll use the Bridging class to do this…
+        auto js_handle = uniffi_jsi::Bridging<uint64_t>::toJs(rt, callInvoker, rs_handle);
+
+        // Now we are ready to call the callback.
+        // We are already on the JS thread, because this `body` function was
+        // invoked from the CallInvoker.
+        try {
+            // Getting the callback function
+            auto cb = callbackValue->asObject(rt).asFunction(rt);
+            auto uniffiResult = cb.call(rt, js_handle
+            );
+
+            
+
+            
+            // Write the direct return value back to the caller.
+            if (uniffi_direct_return != nullptr) {
+                *uniffi_direct_return = uniffi_jsi::Bridging<uint64_t>::fromJs(
+                    rt, callInvoker, uniffiResult
+                );
+            }
+        } catch (const jsi::JSError &error) {
+            std::cout << "Error in callback UniffiCallbackInterfaceClone: "
+                    << error.what() << std::endl;
+            throw error;
+        }
+    }
+
+    static uint64_t callback(uint64_t rs_handle) {
+        // If the runtime has shutdown, then there is no point in trying to
+        // call into Javascript. BUT how do we tell if the runtime has shutdown?
+        //
+        // Answer: the module destructor calls into callback `cleanup` method,
+        // which nulls out the rsLamda.
+        //
+        // If rsLamda is null, then there is no runtime to call into.
+        if (rsLambda == nullptr) {
+            // This only occurs when destructors are calling into Rust free/drop,
+            // which causes the JS callback to be dropped.
+            return 0;
+        }
+        uint64_t uniffi_result = 0;
+
+        // The runtime, the actual callback jsi::funtion, and the callInvoker
+        // are all in the lambda.
+        rsLambda(
+            rs_handle, 
+            &uniffi_result);
+        return uniffi_result;
+    }
+
+    [[maybe_unused]] static UniffiCallbackInterfaceClone
+    makeCallbackFunction( // uniffi::meridian_ffi::cb::callbackinterfaceclone::vtablecallbackinterfaceloghandler
+                    jsi::Runtime &rt,
+                     std::shared_ptr<uniffi_runtime::UniffiCallInvoker> callInvoker,
+                     const jsi::Value &value) {
+        if (rsLambda != nullptr) {
+            // `makeCallbackFunction` is called in two circumstances:
+            //
+            // 1. at startup, when initializing callback interface vtables.
+            // 2. when polling futures. This happens at least once per future that is
+            //    exposed to Javascript. We know that this is always the same function,
+            //    `uniffiFutureContinuationCallback` in `async-rust-calls.ts`.
+            //
+            // We can therefore return the callback function without making anything
+            // new if we've been initialized already.
+            return callback;
+        }
+        auto callbackFunction = value.asObject(rt).asFunction(rt);
+        auto callbackValue = std::make_shared<jsi::Value>(rt, callbackFunction);
+        rsLambda = [&rt, callInvoker, callbackValue](uint64_t rs_handle, uint64_t* uniffi_direct_return) {
+                // We immediately make a lambda which will do the work of transforming the
+                // arguments into JSI values and calling the callback.
+                uniffi_runtime::UniffiCallFunc jsLambda = [
+                    callInvoker,
+                    callbackValue
+                    , rs_handle, uniffi_direct_return](jsi::Runtime &rt) mutable {
+                    body(rt, callInvoker, callbackValue
+                        , rs_handle, uniffi_direct_return);
+                };
+                // We'll then call that lambda from the callInvoker which will
+                // look after calling it on the correct thread.
+                callInvoker->invokeBlocking(rt, jsLambda);
+        };
+        return callback;
+    }
+
+    // This method is called from the destructor of NativeMeridianFfi, which only happens
+    // when the jsi::Runtime is being destroyed.
+    static void cleanup() {
+        // The lambda holds a reference to the the Runtime, so when this is nulled out,
+        // then the pointer will no longer be left dangling.
+        rsLambda = nullptr;
+    }
+} // namespace uniffi::meridian_ffi::cb::callbackinterfaceclone::vtablecallbackinterfaceloghandler
+    // Implementation of CallbackInterfaceLogHandlerMethod0 for vtable field log in VTableCallbackInterfaceLogHandler
+
+
+// Callback function: uniffi::meridian_ffi::cb::callbackinterfaceloghandlermethod0::vtablecallbackinterfaceloghandler::UniffiCallbackInterfaceLogHandlerMethod0
+//
+// We have the following constraints:
+// - we need to pass a function pointer to Rust.
+// - we need a jsi::Runtime and jsi::Function to call into JS.
+// - function pointers can't store state, so we can't use a lamda.
+//
+// For this, we store a lambda as a global, as `rsLambda`. The `callback` function calls
+// the lambda, which itself calls the `body` which then calls into JS.
+//
+// We then give the `callback` function pointer to Rust which will call the lambda sometime in the
+// future.
+namespace uniffi::meridian_ffi::cb::callbackinterfaceloghandlermethod0::vtablecallbackinterfaceloghandler {
+    using namespace facebook;
+
+    // We need to store a lambda in a global so we can call it from
+    // a function pointer. The function pointer is passed to Rust.
+    static std::function<void(uint64_t, RustBuffer, void *, RustCallStatus*)> rsLambda = nullptr;
+
+    // This is the main body of the callback. It's called from the lambda,
+    // which itself is called from the callback function which is passed to Rust.
+    static void body(jsi::Runtime &rt,
+                     std::shared_ptr<uniffi_runtime::UniffiCallInvoker> callInvoker,
+                     std::shared_ptr<jsi::Value> callbackValue
+            ,uint64_t rs_uniffiHandle
+            ,RustBuffer rs_record
+            ,void * rs_uniffiOutReturn, RustCallStatus* uniffi_call_status) {
+
+        // Convert the arguments from Rust, into jsi::Values.
+        // We'll use the Bridging class to do this…
+        auto js_uniffiHandle = uniffi_jsi::Bridging<uint64_t>::toJs(rt, callInvoker, rs_uniffiHandle);
+        auto js_record = uniffi::meridian_ffi::Bridging<RustBuffer>::toJs(rt, callInvoker, rs_record);
+
+        // Now we are ready to call the callback.
+        // We are already on the JS thread, because this `body` function was
+        // invoked from the CallInvoker.
+        try {
+            // Getting the callback function
+            auto cb = callbackValue->asObject(rt).asFunction(rt);
+            auto uniffiResult = cb.call(rt, js_uniffiHandle, js_record
+            );
+
+            // Now copy the result back from JS into the RustCallStatus object.
+            uniffi::meridian_ffi::Bridging<RustCallStatus>::copyFromJs(rt, callInvoker, uniffiResult, uniffi_call_status);
+
+            if (uniffi_call_status->code != UNIFFI_CALL_STATUS_OK) {
+                // The JS callback finished abnormally, so we cannot retrieve the return value.
+                return;
+            }
+
+            
+        } catch (const jsi::JSError &error) {
+            std::cout << "Error in callback UniffiCallbackInterfaceLogHandlerMethod0: "
+                    << error.what() << std::endl;
+            throw error;
+        }
+    }
+
+    static void callback(uint64_t rs_uniffiHandle, RustBuffer rs_record, void * rs_uniffiOutReturn, RustCallStatus* uniffi_call_status) {
+        // If the runtime has shutdown, then there is no point in trying to
+        // call into Javascript. BUT how do we tell if the runtime has shutdown?
+        //
+        // Answer: the module destructor calls into callback `cleanup` method,
+        // which nulls out the rsLamda.
+        //
+        // If rsLamda is null, then there is no runtime to call into.
+        if (rsLambda == nullptr) {
+            // This only occurs when destructors are calling into Rust free/drop,
+            // which causes the JS callback to be dropped.
+            return;
+        }
+
+        // The runtime, the actual callback jsi::funtion, and the callInvoker
+        // are all in the lambda.
+        rsLambda(
+            rs_uniffiHandle, 
+            rs_record, 
+            rs_uniffiOutReturn, uniffi_call_status);
+    }
+
+    [[maybe_unused]] static UniffiCallbackInterfaceLogHandlerMethod0
+    makeCallbackFunction( // uniffi::meridian_ffi::cb::callbackinterfaceloghandlermethod0::vtablecallbackinterfaceloghandler
+                    jsi::Runtime &rt,
+                     std::shared_ptr<uniffi_runtime::UniffiCallInvoker> callInvoker,
+                     const jsi::Value &value) {
+        if (rsLambda != nullptr) {
+            // `makeCallbackFunction` is called in two circumstances:
+            //
+            // 1. at startup, when initializing callback interface vtables.
+            // 2. when polling futures. This happens at least once per future that is
+            //    exposed to Javascript. We know that this is always the same function,
+            //    `uniffiFutureContinuationCallback` in `async-rust-calls.ts`.
+            //
+            // We can therefore return the callback function without making anything
+            // new if we've been initialized already.
+            return callback;
+        }
+        auto callbackFunction = value.asObject(rt).asFunction(rt);
+        auto callbackValue = std::make_shared<jsi::Value>(rt, callbackFunction);
+        rsLambda = [&rt, callInvoker, callbackValue](uint64_t rs_uniffiHandle, RustBuffer rs_record, void * rs_uniffiOutReturn, RustCallStatus* uniffi_call_status) {
+                // We immediately make a lambda which will do the work of transforming the
+                // arguments into JSI values and calling the callback.
+                uniffi_runtime::UniffiCallFunc jsLambda = [
+                    callInvoker,
+                    callbackValue
+                    , rs_uniffiHandle
+                    , rs_record
+                    , rs_uniffiOutReturn, uniffi_call_status](jsi::Runtime &rt) mutable {
+                    body(rt, callInvoker, callbackValue
+                        , rs_uniffiHandle
+                        , rs_record
+                        , rs_uniffiOutReturn, uniffi_call_status);
+                };
+                // We'll then call that lambda from the callInvoker which will
+                // look after calling it on the correct thread.
+                callInvoker->invokeBlocking(rt, jsLambda);
+        };
+        return callback;
+    }
+
+    // This method is called from the destructor of NativeMeridianFfi, which only happens
+    // when the jsi::Runtime is being destroyed.
+    static void cleanup() {
+        // The lambda holds a reference to the the Runtime, so when this is nulled out,
+        // then the pointer will no longer be left dangling.
+        rsLambda = nullptr;
+    }
+} // namespace uniffi::meridian_ffi::cb::callbackinterfaceloghandlermethod0::vtablecallbackinterfaceloghandler
+namespace uniffi::meridian_ffi {
+using namespace facebook;
+using CallInvoker = uniffi_runtime::UniffiCallInvoker;
+
+template <> struct Bridging<UniffiVTableCallbackInterfaceLogHandler> {
+  static UniffiVTableCallbackInterfaceLogHandler fromJs(jsi::Runtime &rt,
+    std::shared_ptr<CallInvoker> callInvoker,
+    const jsi::Value &jsValue
+  ) {
+    // Check if the input is an object
+    if (!jsValue.isObject()) {
+      throw jsi::JSError(rt, "Expected an object for UniffiVTableCallbackInterfaceLogHandler");
+    }
+
+    // Get the object from the jsi::Value
+    auto jsObject = jsValue.getObject(rt);
+
+    // Create the vtable struct
+    UniffiVTableCallbackInterfaceLogHandler rsObject;
+
+    // Create the vtable from the js callbacks.
+    rsObject.uniffi_free = uniffi::meridian_ffi::st::vtablecallbackinterfaceloghandler::vtablecallbackinterfaceloghandler::free::makeCallbackFunction(
+          rt, callInvoker, jsObject.getProperty(rt, "uniffi_free")
+        );
+    rsObject.uniffi_clone = uniffi::meridian_ffi::cb::callbackinterfaceclone::vtablecallbackinterfaceloghandler::makeCallbackFunction(
+          rt, callInvoker, jsObject.getProperty(rt, "uniffi_clone")
+        );
+    rsObject.log = uniffi::meridian_ffi::cb::callbackinterfaceloghandlermethod0::vtablecallbackinterfaceloghandler::makeCallbackFunction(
+          rt, callInvoker, jsObject.getProperty(rt, "log")
+        );
+
+    return rsObject;
+  }
+};
+
+} // namespace uniffi::meridian_ffi
     // Implementation of CallbackInterfaceClone for vtable field uniffi_clone in VTableCallbackInterfaceTokenSource
 
 
@@ -3725,6 +4176,14 @@ NativeMeridianFfi::NativeMeridianFfi(
             return this->cpp_uniffi_meridian_ffi_fn_method_clientbuilder_connect(rt, thisVal, args, count);
         }
     );
+    props["ubrn_uniffi_meridian_ffi_fn_method_clientbuilder_log_handler"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_meridian_ffi_fn_method_clientbuilder_log_handler"),
+        3,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_meridian_ffi_fn_method_clientbuilder_log_handler(rt, thisVal, args, count);
+        }
+    );
     props["ubrn_uniffi_meridian_ffi_fn_method_clientbuilder_store"] = jsi::Function::createFromHostFunction(
         rt,
         jsi::PropNameID::forAscii(rt, "ubrn_uniffi_meridian_ffi_fn_method_clientbuilder_store"),
@@ -3771,6 +4230,38 @@ NativeMeridianFfi::NativeMeridianFfi(
         2,
         [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
             return this->cpp_uniffi_meridian_ffi_fn_method_eventlistener_on_event(rt, thisVal, args, count);
+        }
+    );
+    props["ubrn_uniffi_meridian_ffi_fn_clone_loghandler"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_meridian_ffi_fn_clone_loghandler"),
+        1,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_meridian_ffi_fn_clone_loghandler(rt, thisVal, args, count);
+        }
+    );
+    props["ubrn_uniffi_meridian_ffi_fn_free_loghandler"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_meridian_ffi_fn_free_loghandler"),
+        1,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_meridian_ffi_fn_free_loghandler(rt, thisVal, args, count);
+        }
+    );
+    props["ubrn_uniffi_meridian_ffi_fn_init_callback_vtable_loghandler"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_meridian_ffi_fn_init_callback_vtable_loghandler"),
+        1,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_meridian_ffi_fn_init_callback_vtable_loghandler(rt, thisVal, args, count);
+        }
+    );
+    props["ubrn_uniffi_meridian_ffi_fn_method_loghandler_log"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_meridian_ffi_fn_method_loghandler_log"),
+        2,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_meridian_ffi_fn_method_loghandler_log(rt, thisVal, args, count);
         }
     );
     props["ubrn_uniffi_meridian_ffi_fn_clone_meridianclient"] = jsi::Function::createFromHostFunction(
@@ -4019,6 +4510,14 @@ NativeMeridianFfi::NativeMeridianFfi(
         1,
         [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
             return this->cpp_uniffi_meridian_ffi_fn_func_connect(rt, thisVal, args, count);
+        }
+    );
+    props["ubrn_uniffi_meridian_ffi_fn_func_set_log_handler"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_meridian_ffi_fn_func_set_log_handler"),
+        2,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_meridian_ffi_fn_func_set_log_handler(rt, thisVal, args, count);
         }
     );
     props["ubrn_ffi_meridian_ffi_rust_future_poll_u8"] = jsi::Function::createFromHostFunction(
@@ -4413,6 +4912,14 @@ NativeMeridianFfi::NativeMeridianFfi(
             return this->cpp_uniffi_meridian_ffi_checksum_func_connect(rt, thisVal, args, count);
         }
     );
+    props["ubrn_uniffi_meridian_ffi_checksum_func_set_log_handler"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_meridian_ffi_checksum_func_set_log_handler"),
+        0,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_meridian_ffi_checksum_func_set_log_handler(rt, thisVal, args, count);
+        }
+    );
     props["ubrn_uniffi_meridian_ffi_checksum_method_appstore_put"] = jsi::Function::createFromHostFunction(
         rt,
         jsi::PropNameID::forAscii(rt, "ubrn_uniffi_meridian_ffi_checksum_method_appstore_put"),
@@ -4445,6 +4952,14 @@ NativeMeridianFfi::NativeMeridianFfi(
             return this->cpp_uniffi_meridian_ffi_checksum_method_clientbuilder_connect(rt, thisVal, args, count);
         }
     );
+    props["ubrn_uniffi_meridian_ffi_checksum_method_clientbuilder_log_handler"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_meridian_ffi_checksum_method_clientbuilder_log_handler"),
+        0,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_meridian_ffi_checksum_method_clientbuilder_log_handler(rt, thisVal, args, count);
+        }
+    );
     props["ubrn_uniffi_meridian_ffi_checksum_method_clientbuilder_store"] = jsi::Function::createFromHostFunction(
         rt,
         jsi::PropNameID::forAscii(rt, "ubrn_uniffi_meridian_ffi_checksum_method_clientbuilder_store"),
@@ -4467,6 +4982,14 @@ NativeMeridianFfi::NativeMeridianFfi(
         0,
         [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
             return this->cpp_uniffi_meridian_ffi_checksum_method_eventlistener_on_event(rt, thisVal, args, count);
+        }
+    );
+    props["ubrn_uniffi_meridian_ffi_checksum_method_loghandler_log"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_meridian_ffi_checksum_method_loghandler_log"),
+        0,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_meridian_ffi_checksum_method_loghandler_log(rt, thisVal, args, count);
         }
     );
     props["ubrn_uniffi_meridian_ffi_checksum_method_meridianclient_cancel_send"] = jsi::Function::createFromHostFunction(
@@ -4677,6 +5200,14 @@ NativeMeridianFfi::NativeMeridianFfi(
             return this->cpp_uniffi_internal_fn_method_eventlistener_ffi__bless_pointer(rt, thisVal, args, count);
         }
     );
+    props["ubrn_uniffi_internal_fn_method_loghandler_ffi__bless_pointer"] = jsi::Function::createFromHostFunction(
+        rt,
+        jsi::PropNameID::forAscii(rt, "ubrn_uniffi_internal_fn_method_loghandler_ffi__bless_pointer"),
+        1,
+        [this](jsi::Runtime &rt, const jsi::Value &thisVal, const jsi::Value *args, size_t count) -> jsi::Value {
+            return this->cpp_uniffi_internal_fn_method_loghandler_ffi__bless_pointer(rt, thisVal, args, count);
+        }
+    );
     props["ubrn_uniffi_internal_fn_method_meridianclient_ffi__bless_pointer"] = jsi::Function::createFromHostFunction(
         rt,
         jsi::PropNameID::forAscii(rt, "ubrn_uniffi_internal_fn_method_meridianclient_ffi__bless_pointer"),
@@ -4844,13 +5375,15 @@ uniffi::meridian_ffi::cb::rustfuturecontinuationcallback::cleanup();
     // Cleanup for callback function ForeignFutureDroppedCallback
 uniffi::meridian_ffi::cb::foreignfuturedroppedcallback::cleanup();
     // Cleanup for "free" callback function CallbackInterfaceFree
-uniffi::meridian_ffi::st::vtablecallbackinterfaceappstore::vtablecallbackinterfaceappstore::free::cleanup();uniffi::meridian_ffi::st::vtablecallbackinterfaceeventlistener::vtablecallbackinterfaceeventlistener::free::cleanup();uniffi::meridian_ffi::st::vtablecallbackinterfacetokensource::vtablecallbackinterfacetokensource::free::cleanup();
+uniffi::meridian_ffi::st::vtablecallbackinterfaceappstore::vtablecallbackinterfaceappstore::free::cleanup();uniffi::meridian_ffi::st::vtablecallbackinterfaceeventlistener::vtablecallbackinterfaceeventlistener::free::cleanup();uniffi::meridian_ffi::st::vtablecallbackinterfaceloghandler::vtablecallbackinterfaceloghandler::free::cleanup();uniffi::meridian_ffi::st::vtablecallbackinterfacetokensource::vtablecallbackinterfacetokensource::free::cleanup();
 uniffi::meridian_ffi::cb::callbackinterfaceclone::vtablecallbackinterfaceappstore::cleanup();
 uniffi::meridian_ffi::cb::callbackinterfaceappstoremethod0::vtablecallbackinterfaceappstore::cleanup();
 uniffi::meridian_ffi::cb::callbackinterfaceappstoremethod1::vtablecallbackinterfaceappstore::cleanup();
 uniffi::meridian_ffi::cb::callbackinterfaceappstoremethod2::vtablecallbackinterfaceappstore::cleanup();
 uniffi::meridian_ffi::cb::callbackinterfaceclone::vtablecallbackinterfaceeventlistener::cleanup();
 uniffi::meridian_ffi::cb::callbackinterfaceeventlistenermethod0::vtablecallbackinterfaceeventlistener::cleanup();
+uniffi::meridian_ffi::cb::callbackinterfaceclone::vtablecallbackinterfaceloghandler::cleanup();
+uniffi::meridian_ffi::cb::callbackinterfaceloghandlermethod0::vtablecallbackinterfaceloghandler::cleanup();
 uniffi::meridian_ffi::cb::callbackinterfaceclone::vtablecallbackinterfacetokensource::cleanup();
 uniffi::meridian_ffi::cb::callbackinterfacetokensourcemethod0::vtablecallbackinterfacetokensource::cleanup();
 }
@@ -4893,6 +5426,15 @@ jsi::Value NativeMeridianFfi::cpp_uniffi_internal_fn_func_ffi__read_string_from_
     auto static destructor = [](uint64_t p) {
         RustCallStatus status = {0};
         uniffi_meridian_ffi_fn_free_eventlistener(p, &status);
+    };
+    auto ptrObj = std::make_shared<uniffi_jsi::DestructibleObject>(pointer, destructor);
+    auto obj = jsi::Object::createFromHostObject(rt, ptrObj);
+    return jsi::Value(rt, obj);
+}jsi::Value NativeMeridianFfi::cpp_uniffi_internal_fn_method_loghandler_ffi__bless_pointer(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+    auto pointer = uniffi_jsi::Bridging<uint64_t>::fromJs(rt, callInvoker, args[0]);
+    auto static destructor = [](uint64_t p) {
+        RustCallStatus status = {0};
+        uniffi_meridian_ffi_fn_free_loghandler(p, &status);
     };
     auto ptrObj = std::make_shared<uniffi_jsi::DestructibleObject>(pointer, destructor);
     auto obj = jsi::Object::createFromHostObject(rt, ptrObj);
@@ -5040,6 +5582,16 @@ jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_fn_method_clientbuilder_co
         
         return uniffi_jsi::Bridging</*handle*/ uint64_t>::toJs(rt, callInvoker, value);
 }
+jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_fn_method_clientbuilder_log_handler(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        RustCallStatus status = uniffi::meridian_ffi::Bridging<RustCallStatus>::rustSuccess(rt);
+        auto value = uniffi_meridian_ffi_fn_method_clientbuilder_log_handler(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0]), uniffi::meridian_ffi::Bridging<RustBuffer>::fromJs(rt, callInvoker, args[1]), uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[2]), 
+            &status
+        );
+        uniffi::meridian_ffi::Bridging<RustCallStatus>::copyIntoJs(rt, callInvoker, status, args[count - 1]);
+
+        
+        return uniffi_jsi::Bridging</*handle*/ uint64_t>::toJs(rt, callInvoker, value);
+}
 jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_fn_method_clientbuilder_store(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
         RustCallStatus status = uniffi::meridian_ffi::Bridging<RustCallStatus>::rustSuccess(rt);
         auto value = uniffi_meridian_ffi_fn_method_clientbuilder_store(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0]), uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[1]), 
@@ -5100,6 +5652,53 @@ jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_fn_init_callback_vtable_ev
 jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_fn_method_eventlistener_on_event(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
         RustCallStatus status = uniffi::meridian_ffi::Bridging<RustCallStatus>::rustSuccess(rt);
         uniffi_meridian_ffi_fn_method_eventlistener_on_event(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0]), uniffi::meridian_ffi::Bridging<RustBuffer>::fromJs(rt, callInvoker, args[1]), 
+            &status
+        );
+        uniffi::meridian_ffi::Bridging<RustCallStatus>::copyIntoJs(rt, callInvoker, status, args[count - 1]);
+
+        
+        return jsi::Value::undefined();
+}
+jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_fn_clone_loghandler(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        RustCallStatus status = uniffi::meridian_ffi::Bridging<RustCallStatus>::rustSuccess(rt);
+        auto value = uniffi_meridian_ffi_fn_clone_loghandler(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0]), 
+            &status
+        );
+        uniffi::meridian_ffi::Bridging<RustCallStatus>::copyIntoJs(rt, callInvoker, status, args[count - 1]);
+
+        
+        return uniffi_jsi::Bridging</*handle*/ uint64_t>::toJs(rt, callInvoker, value);
+}
+jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_fn_free_loghandler(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        RustCallStatus status = uniffi::meridian_ffi::Bridging<RustCallStatus>::rustSuccess(rt);
+        uniffi_meridian_ffi_fn_free_loghandler(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0]), 
+            &status
+        );
+        uniffi::meridian_ffi::Bridging<RustCallStatus>::copyIntoJs(rt, callInvoker, status, args[count - 1]);
+
+        
+        return jsi::Value::undefined();
+}
+jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_fn_init_callback_vtable_loghandler(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+    auto vtableInstance =
+        uniffi::meridian_ffi::Bridging<UniffiVTableCallbackInterfaceLogHandler>::fromJs(
+            rt,
+            callInvoker,
+            args[0]
+        );
+
+    std::lock_guard<std::mutex> lock(uniffi::meridian_ffi::registry::vtableMutex);
+    uniffi_meridian_ffi_fn_init_callback_vtable_loghandler(
+        uniffi::meridian_ffi::registry::putTable(
+            "UniffiVTableCallbackInterfaceLogHandler",
+            vtableInstance
+        )
+    );
+    return jsi::Value::undefined();
+}
+jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_fn_method_loghandler_log(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        RustCallStatus status = uniffi::meridian_ffi::Bridging<RustCallStatus>::rustSuccess(rt);
+        uniffi_meridian_ffi_fn_method_loghandler_log(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0]), uniffi::meridian_ffi::Bridging<RustBuffer>::fromJs(rt, callInvoker, args[1]), 
             &status
         );
         uniffi::meridian_ffi::Bridging<RustCallStatus>::copyIntoJs(rt, callInvoker, status, args[count - 1]);
@@ -5378,6 +5977,16 @@ jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_fn_func_connect(jsi::Runti
 
         
         return uniffi_jsi::Bridging</*handle*/ uint64_t>::toJs(rt, callInvoker, value);
+}
+jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_fn_func_set_log_handler(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        RustCallStatus status = uniffi::meridian_ffi::Bridging<RustCallStatus>::rustSuccess(rt);
+        uniffi_meridian_ffi_fn_func_set_log_handler(uniffi::meridian_ffi::Bridging<RustBuffer>::fromJs(rt, callInvoker, args[0]), uniffi::meridian_ffi::Bridging<RustBuffer>::fromJs(rt, callInvoker, args[1]), 
+            &status
+        );
+        uniffi::meridian_ffi::Bridging<RustCallStatus>::copyIntoJs(rt, callInvoker, status, args[count - 1]);
+
+        
+        return jsi::Value::undefined();
 }
 jsi::Value NativeMeridianFfi::cpp_ffi_meridian_ffi_rust_future_poll_u8(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
         ffi_meridian_ffi_rust_future_poll_u8(uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[0]), uniffi::meridian_ffi::Bridging<UniffiRustFutureContinuationCallback>::fromJs(rt, callInvoker, args[1]), uniffi_jsi::Bridging</*handle*/ uint64_t>::fromJs(rt, callInvoker, args[2])
@@ -5758,6 +6367,13 @@ jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_checksum_func_connect(jsi:
         
         return uniffi_jsi::Bridging<uint16_t>::toJs(rt, callInvoker, value);
 }
+jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_checksum_func_set_log_handler(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        auto value = uniffi_meridian_ffi_checksum_func_set_log_handler(
+        );
+
+        
+        return uniffi_jsi::Bridging<uint16_t>::toJs(rt, callInvoker, value);
+}
 jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_checksum_method_appstore_put(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
         auto value = uniffi_meridian_ffi_checksum_method_appstore_put(
         );
@@ -5786,6 +6402,13 @@ jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_checksum_method_clientbuil
         
         return uniffi_jsi::Bridging<uint16_t>::toJs(rt, callInvoker, value);
 }
+jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_checksum_method_clientbuilder_log_handler(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        auto value = uniffi_meridian_ffi_checksum_method_clientbuilder_log_handler(
+        );
+
+        
+        return uniffi_jsi::Bridging<uint16_t>::toJs(rt, callInvoker, value);
+}
 jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_checksum_method_clientbuilder_store(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
         auto value = uniffi_meridian_ffi_checksum_method_clientbuilder_store(
         );
@@ -5802,6 +6425,13 @@ jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_checksum_method_clientbuil
 }
 jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_checksum_method_eventlistener_on_event(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
         auto value = uniffi_meridian_ffi_checksum_method_eventlistener_on_event(
+        );
+
+        
+        return uniffi_jsi::Bridging<uint16_t>::toJs(rt, callInvoker, value);
+}
+jsi::Value NativeMeridianFfi::cpp_uniffi_meridian_ffi_checksum_method_loghandler_log(jsi::Runtime& rt, const jsi::Value& thisVal, const jsi::Value* args, size_t count) {
+        auto value = uniffi_meridian_ffi_checksum_method_loghandler_log(
         );
 
         

@@ -73,6 +73,8 @@ interface NativeModuleInterface {
     ubrn_uniffi_meridian_ffi_fn_free_clientbuilder(ptr: bigint, uniffi_out_err: UniffiRustCallStatus): void;
     ubrn_uniffi_meridian_ffi_fn_clone_eventlistener(ptr: bigint, uniffi_out_err: UniffiRustCallStatus): bigint;
     ubrn_uniffi_meridian_ffi_fn_free_eventlistener(ptr: bigint, uniffi_out_err: UniffiRustCallStatus): void;
+    ubrn_uniffi_meridian_ffi_fn_clone_loghandler(ptr: bigint, uniffi_out_err: UniffiRustCallStatus): bigint;
+    ubrn_uniffi_meridian_ffi_fn_free_loghandler(ptr: bigint, uniffi_out_err: UniffiRustCallStatus): void;
     ubrn_uniffi_meridian_ffi_fn_clone_meridianclient(ptr: bigint, uniffi_out_err: UniffiRustCallStatus): bigint;
     ubrn_uniffi_meridian_ffi_fn_free_meridianclient(ptr: bigint, uniffi_out_err: UniffiRustCallStatus): void;
     ubrn_uniffi_meridian_ffi_fn_clone_pendingsend(ptr: bigint, uniffi_out_err: UniffiRustCallStatus): bigint;
@@ -83,16 +85,20 @@ interface NativeModuleInterface {
     ubrn_uniffi_meridian_ffi_fn_free_tokensource(ptr: bigint, uniffi_out_err: UniffiRustCallStatus): void;
     ubrn_uniffi_meridian_ffi_fn_init_callback_vtable_appstore(vtable: UniffiVTableCallbackInterfaceMeridianFfiAppStore): void;
     ubrn_uniffi_meridian_ffi_fn_init_callback_vtable_eventlistener(vtable: UniffiVTableCallbackInterfaceMeridianFfiEventListener): void;
+    ubrn_uniffi_meridian_ffi_fn_init_callback_vtable_loghandler(vtable: UniffiVTableCallbackInterfaceMeridianFfiLogHandler): void;
     ubrn_uniffi_meridian_ffi_fn_init_callback_vtable_tokensource(vtable: UniffiVTableCallbackInterfaceMeridianFfiTokenSource): void;
     ubrn_uniffi_meridian_ffi_fn_func_connect(options: Uint8Array): bigint;
+    ubrn_uniffi_meridian_ffi_fn_func_set_log_handler(level: Uint8Array, handler: Uint8Array, uniffi_out_err: UniffiRustCallStatus): void;
     ubrn_uniffi_meridian_ffi_fn_method_appstore_put(uniffiSelf: bigint, namespace: Uint8Array, key: Uint8Array, value: Uint8Array, uniffi_out_err: UniffiRustCallStatus): void;
     ubrn_uniffi_meridian_ffi_fn_method_appstore_delete(uniffiSelf: bigint, namespace: Uint8Array, key: Uint8Array, uniffi_out_err: UniffiRustCallStatus): void;
     ubrn_uniffi_meridian_ffi_fn_method_appstore_list(uniffiSelf: bigint, namespace: Uint8Array, uniffi_out_err: UniffiRustCallStatus): Uint8Array;
     ubrn_uniffi_meridian_ffi_fn_constructor_clientbuilder_new(options: Uint8Array, uniffi_out_err: UniffiRustCallStatus): bigint;
     ubrn_uniffi_meridian_ffi_fn_method_clientbuilder_connect(uniffiSelf: bigint): bigint;
+    ubrn_uniffi_meridian_ffi_fn_method_clientbuilder_log_handler(uniffiSelf: bigint, level: Uint8Array, handler: bigint, uniffi_out_err: UniffiRustCallStatus): bigint;
     ubrn_uniffi_meridian_ffi_fn_method_clientbuilder_store(uniffiSelf: bigint, store: bigint, uniffi_out_err: UniffiRustCallStatus): bigint;
     ubrn_uniffi_meridian_ffi_fn_method_clientbuilder_token_source(uniffiSelf: bigint, source: bigint, uniffi_out_err: UniffiRustCallStatus): bigint;
     ubrn_uniffi_meridian_ffi_fn_method_eventlistener_on_event(uniffiSelf: bigint, event: Uint8Array, uniffi_out_err: UniffiRustCallStatus): void;
+    ubrn_uniffi_meridian_ffi_fn_method_loghandler_log(uniffiSelf: bigint, record: Uint8Array, uniffi_out_err: UniffiRustCallStatus): void;
     ubrn_uniffi_meridian_ffi_fn_method_meridianclient_cancel_send(uniffiSelf: bigint, key: Uint8Array): bigint;
     ubrn_uniffi_meridian_ffi_fn_method_meridianclient_connection_state(uniffiSelf: bigint): bigint;
     ubrn_uniffi_meridian_ffi_fn_method_meridianclient_create_dm(uniffiSelf: bigint, peer: Uint8Array): bigint;
@@ -116,14 +122,17 @@ interface NativeModuleInterface {
     ubrn_uniffi_meridian_ffi_fn_method_tokensource_fetch_token(uniffiSelf: bigint, uniffi_out_err: UniffiRustCallStatus): Uint8Array;
     ubrn_ffi_meridian_ffi_uniffi_contract_version(): number;
     ubrn_uniffi_meridian_ffi_checksum_func_connect(): number;
+    ubrn_uniffi_meridian_ffi_checksum_func_set_log_handler(): number;
     ubrn_uniffi_meridian_ffi_checksum_method_appstore_put(): number;
     ubrn_uniffi_meridian_ffi_checksum_method_appstore_delete(): number;
     ubrn_uniffi_meridian_ffi_checksum_method_appstore_list(): number;
     ubrn_uniffi_meridian_ffi_checksum_constructor_clientbuilder_new(): number;
     ubrn_uniffi_meridian_ffi_checksum_method_clientbuilder_connect(): number;
+    ubrn_uniffi_meridian_ffi_checksum_method_clientbuilder_log_handler(): number;
     ubrn_uniffi_meridian_ffi_checksum_method_clientbuilder_store(): number;
     ubrn_uniffi_meridian_ffi_checksum_method_clientbuilder_token_source(): number;
     ubrn_uniffi_meridian_ffi_checksum_method_eventlistener_on_event(): number;
+    ubrn_uniffi_meridian_ffi_checksum_method_loghandler_log(): number;
     ubrn_uniffi_meridian_ffi_checksum_method_meridianclient_cancel_send(): number;
     ubrn_uniffi_meridian_ffi_checksum_method_meridianclient_connection_state(): number;
     ubrn_uniffi_meridian_ffi_checksum_method_meridianclient_create_dm(): number;
@@ -150,6 +159,7 @@ interface NativeModuleInterface {
     ubrn_uniffi_internal_fn_method_eventlistener_ffi__bless_pointer(pointer: bigint, uniffi_out_err: UniffiRustCallStatus): UniffiGcObject;
     ubrn_uniffi_internal_fn_method_subscription_ffi__bless_pointer(pointer: bigint, uniffi_out_err: UniffiRustCallStatus): UniffiGcObject;
     ubrn_uniffi_internal_fn_method_meridianclient_ffi__bless_pointer(pointer: bigint, uniffi_out_err: UniffiRustCallStatus): UniffiGcObject;
+    ubrn_uniffi_internal_fn_method_loghandler_ffi__bless_pointer(pointer: bigint, uniffi_out_err: UniffiRustCallStatus): UniffiGcObject;
     ubrn_uniffi_internal_fn_method_tokensource_ffi__bless_pointer(pointer: bigint, uniffi_out_err: UniffiRustCallStatus): UniffiGcObject;
     ubrn_uniffi_internal_fn_method_clientbuilder_ffi__bless_pointer(pointer: bigint, uniffi_out_err: UniffiRustCallStatus): UniffiGcObject;
     // Codegen call sites use these via `nativeModule().rustbuffer_alloc(...)`
@@ -189,6 +199,14 @@ export type UniffiVTableCallbackInterfaceMeridianFfiEventListener = {
   uniffi_free: UniffiCallbackInterfaceFreeMeridianFfiEventListener;
   uniffi_clone: UniffiCallbackInterfaceCloneMeridianFfiEventListener;
   on_event: UniffiCallbackInterfaceMeridianFfiEventListenerMethod0;
+};
+type UniffiCallbackInterfaceMeridianFfiLogHandlerMethod0 = (uniffiHandle: bigint, record: Uint8Array) => UniffiResult<void>;
+type UniffiCallbackInterfaceCloneMeridianFfiLogHandler = (handle: bigint) => UniffiResult<void>;
+type UniffiCallbackInterfaceFreeMeridianFfiLogHandler = (handle: bigint) => void;
+export type UniffiVTableCallbackInterfaceMeridianFfiLogHandler = {
+  uniffi_free: UniffiCallbackInterfaceFreeMeridianFfiLogHandler;
+  uniffi_clone: UniffiCallbackInterfaceCloneMeridianFfiLogHandler;
+  log: UniffiCallbackInterfaceMeridianFfiLogHandlerMethod0;
 };
 type UniffiCallbackInterfaceMeridianFfiTokenSourceMethod0 = (uniffiHandle: bigint) => Uint8Array;
 type UniffiCallbackInterfaceCloneMeridianFfiTokenSource = (handle: bigint) => UniffiResult<void>;

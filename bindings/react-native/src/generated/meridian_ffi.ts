@@ -4,7 +4,7 @@
 /* eslint-disable */
 // @ts-nocheck
 import nativeModule from "./meridian_ffi-ffi";
-import { type UniffiRustFutureContinuationCallback, type UniffiForeignFutureDroppedCallback, type UniffiForeignFutureDroppedCallbackStruct, type UniffiVTableCallbackInterfaceMeridianFfiAppStore, type UniffiVTableCallbackInterfaceMeridianFfiEventListener, type UniffiVTableCallbackInterfaceMeridianFfiTokenSource,
+import { type UniffiRustFutureContinuationCallback, type UniffiForeignFutureDroppedCallback, type UniffiForeignFutureDroppedCallbackStruct, type UniffiVTableCallbackInterfaceMeridianFfiAppStore, type UniffiVTableCallbackInterfaceMeridianFfiEventListener, type UniffiVTableCallbackInterfaceMeridianFfiLogHandler, type UniffiVTableCallbackInterfaceMeridianFfiTokenSource,
 } from "./meridian_ffi-ffi";
 import { type FfiConverter, type UniffiByteArray, type UniffiGcObject, type UniffiHandle, type UniffiObjectFactory, type UniffiReferenceHolder, type UniffiRustCallStatus, AbstractFfiConverterByteArray, Cursor, FfiConverterArray, FfiConverterArrayBuffer, FfiConverterBool, FfiConverterObject, FfiConverterObjectWithCallbacks, FfiConverterOptional, FfiConverterUInt32, FfiConverterUInt64, FfiConverterUInt8, RustBuffer, UniffiAbstractObject, UniffiEnum, UniffiError, UniffiInternalError, UniffiResult, UniffiRustCaller, destructorGuardSymbol, pointerLiteralSymbol, uniffiCreateFfiConverterString, uniffiCreateRecord, uniffiRustCallAsync, uniffiTraitInterfaceCall, uniffiTraitInterfaceCallWithError, uniffiTypeNameSymbol, variantOrdinalSymbol,
 } from "@ubjs/core";
@@ -54,6 +54,23 @@ export async function connect(options: ClientOptions, asyncOpts_?: { signal: Abo
         }
         throw __error;
     }
+    }
+
+/**
+ * Sends the SDK's log records at `level` (`off`, `error`, `warn`, `info`, `debug`,
+ * `trace`) and above to `handler`, for the whole process (the last call wins; `None` or
+ * `off` stops them). Where the app already installed a `tracing` subscriber of its own in
+ * the process, the records go there instead.
+ */
+export function setLogHandler(level: string, handler: LogHandler | undefined): void /*throws*/ {uniffiCaller.rustCallWithError(
+            /*liftError:*/ FfiConverterTypeMeridianError.lift.bind(FfiConverterTypeMeridianError),
+            /*caller:*/ (callStatus) => { nativeModule().ubrn_uniffi_meridian_ffi_fn_func_set_log_handler(
+        FfiConverterString.lower(level, nativeModule().rustbuffer_alloc),
+        FfiConverterOptionalTypeLogHandler.lower(handler, nativeModule().rustbuffer_alloc),
+                callStatus);
+            },
+            /*liftString:*/ FfiConverterString.lift.bind(FfiConverterString),
+    );
     }
 
 // Hermes (React Native ≥ 0.74) ships TextEncoder and encodeInto, but not
@@ -333,6 +350,124 @@ const FfiConverterTypeJoinedSpace = (() => {
         allocationSize(value: TypeName): number {
             return FfiConverterString.allocationSize(value.space) +
              FfiConverterUInt64.allocationSize(value.headSeq);
+            
+        }
+    };
+    return new FFIConverter();
+})();
+
+/**
+ * A field of a log record.
+ */
+export type LogField = {
+    /**
+     * E.g. `region`.
+     */
+    name: string,
+    /**
+     * E.g. `eu-west`.
+     */
+    value: string
+}
+
+/**
+ * Generated factory for {@link LogField} record objects.
+ */
+export const LogField = (() => {
+    const defaults = () => ({
+    });
+    const create = (() => {
+        return uniffiCreateRecord<LogField, ReturnType<typeof defaults>>(defaults);
+    })();
+    return Object.freeze({
+        create,
+        new: create,
+        defaults: () => Object.freeze(defaults()) as Partial<LogField>,
+    });
+})();
+
+const FfiConverterTypeLogField = (() => {
+    type TypeName = LogField;
+    class FFIConverter extends AbstractFfiConverterByteArray<TypeName> {
+        readFromCursor(c: Cursor): TypeName {
+            return {
+                name: FfiConverterString.readFromCursor(c), 
+                value: FfiConverterString.readFromCursor(c)
+            };
+        }
+        writeIntoCursor(value: TypeName, c: Cursor): void {
+            FfiConverterString.writeIntoCursor(value.name, c);
+            FfiConverterString.writeIntoCursor(value.value, c);
+        }
+        allocationSize(value: TypeName): number {
+            return FfiConverterString.allocationSize(value.name) +
+             FfiConverterString.allocationSize(value.value);
+            
+        }
+    };
+    return new FFIConverter();
+})();
+
+/**
+ * One log record of the SDK (see `set_log_handler`).
+ */
+export type LogEntry = {
+    /**
+     * `error`, `warn`, `info`, `debug` or `trace`.
+     */
+    level: string,
+    /**
+     * The module that logged it, e.g. `meridian::session`.
+     */
+    target: string,
+    /**
+     * What happened, e.g. `connected`.
+     */
+    message: string,
+    /**
+     * Its fields in order, e.g. `region`, `trace` (a send's W3C trace id), `code`.
+     */
+    fields: Array<LogField>
+}
+
+/**
+ * Generated factory for {@link LogEntry} record objects.
+ */
+export const LogEntry = (() => {
+    const defaults = () => ({
+    });
+    const create = (() => {
+        return uniffiCreateRecord<LogEntry, ReturnType<typeof defaults>>(defaults);
+    })();
+    return Object.freeze({
+        create,
+        new: create,
+        defaults: () => Object.freeze(defaults()) as Partial<LogEntry>,
+    });
+})();
+
+const FfiConverterTypeLogEntry = (() => {
+    type TypeName = LogEntry;
+    class FFIConverter extends AbstractFfiConverterByteArray<TypeName> {
+        readFromCursor(c: Cursor): TypeName {
+            return {
+                level: FfiConverterString.readFromCursor(c), 
+                target: FfiConverterString.readFromCursor(c), 
+                message: FfiConverterString.readFromCursor(c), 
+                fields: FfiConverterSequenceTypeLogField.readFromCursor(c)
+            };
+        }
+        writeIntoCursor(value: TypeName, c: Cursor): void {
+            FfiConverterString.writeIntoCursor(value.level, c);
+            FfiConverterString.writeIntoCursor(value.target, c);
+            FfiConverterString.writeIntoCursor(value.message, c);
+            FfiConverterSequenceTypeLogField.writeIntoCursor(value.fields, c);
+        }
+        allocationSize(value: TypeName): number {
+            return FfiConverterString.allocationSize(value.level) +
+             FfiConverterString.allocationSize(value.target) +
+             FfiConverterString.allocationSize(value.message) +
+             FfiConverterSequenceTypeLogField.allocationSize(value.fields);
             
         }
     };
@@ -4417,6 +4552,169 @@ const uniffiTypeMeridianClientObjectFactory: UniffiObjectFactory<MeridianClientL
 const FfiConverterTypeMeridianClient = new FfiConverterObject(uniffiTypeMeridianClientObjectFactory);
 
 /**
+ * Gets the SDK's log records (see [`set_log_handler`]). Called on SDK threads, as the
+ * events happen: hand them to the platform's logger (Logcat, `os_log`, the console) and
+ * return. A record never holds a token, a key or a message body.
+ */
+export interface LogHandler {
+    
+/**
+ * One record.
+ */
+    log(record: LogEntry): void;
+}
+
+
+/**
+ * Gets the SDK's log records (see [`set_log_handler`]). Called on SDK threads, as the
+ * events happen: hand them to the platform's logger (Logcat, `os_log`, the console) and
+ * return. A record never holds a token, a key or a message body.
+ */
+export class LogHandlerImpl extends UniffiAbstractObject implements LogHandler {
+
+    readonly [uniffiTypeNameSymbol] = "LogHandlerImpl";
+    readonly [destructorGuardSymbol]: UniffiGcObject;
+    readonly [pointerLiteralSymbol]: UniffiHandle;
+    // No primary constructor declared for this class.
+private constructor(pointer: UniffiHandle) {
+    super();
+    this[pointerLiteralSymbol] = pointer;
+    this[destructorGuardSymbol] = uniffiTypeLogHandlerImplObjectFactory.bless(pointer);
+}
+
+    
+
+    
+/**
+ * One record.
+ */
+    log(record: LogEntry): void {uniffiCaller.rustCall(
+            /*caller:*/ (callStatus) => { nativeModule().ubrn_uniffi_meridian_ffi_fn_method_loghandler_log(
+                uniffiTypeLogHandlerImplObjectFactory.clonePointer(this),
+        FfiConverterTypeLogEntry.lower(record, nativeModule().rustbuffer_alloc),
+                callStatus);
+            },
+            /*liftString:*/ FfiConverterString.lift.bind(FfiConverterString),
+    );
+    }
+    
+
+    uniffiDestroy(): void {
+        const ptr = (this as any)[destructorGuardSymbol];
+        if (ptr !== undefined) {
+            const pointer = uniffiTypeLogHandlerImplObjectFactory.pointer(this);
+            uniffiTypeLogHandlerImplObjectFactory.freePointer(pointer);
+            uniffiTypeLogHandlerImplObjectFactory.unbless(ptr);
+            delete (this as any)[destructorGuardSymbol];
+        }
+    }
+
+    static instanceOf(obj_: any): obj_ is LogHandlerImpl {
+        return uniffiTypeLogHandlerImplObjectFactory.isConcreteType(obj_);
+    }
+
+    
+}
+
+const uniffiTypeLogHandlerImplObjectFactory: UniffiObjectFactory<LogHandler> = (() => {
+    
+    return {
+    create(pointer: UniffiHandle): LogHandler {
+        const instance = Object.create(LogHandlerImpl.prototype);
+        instance[pointerLiteralSymbol] = pointer;
+        instance[destructorGuardSymbol] = this.bless(pointer);
+        instance[uniffiTypeNameSymbol] = "LogHandlerImpl";
+        return instance;
+    },
+
+    
+    bless(p: UniffiHandle): UniffiGcObject {
+        return uniffiCaller.rustCall(
+            /*caller:*/ (status) =>
+                nativeModule().ubrn_uniffi_internal_fn_method_loghandler_ffi__bless_pointer(p, status),
+            /*liftString:*/ FfiConverterString.lift
+        );
+    },
+
+    unbless(ptr_: UniffiGcObject) {
+        ptr_.markDestroyed();
+    },
+
+    pointer(obj_: LogHandler): UniffiHandle {
+        if ((obj_ as any)[destructorGuardSymbol] === undefined) {
+            throw new UniffiInternalError.UnexpectedNullPointer();
+        }
+        return (obj_ as any)[pointerLiteralSymbol];
+    },
+
+    clonePointer(obj_: LogHandler): UniffiHandle {
+        const pointer = this.pointer(obj_);
+        return uniffiCaller.rustCall(
+            /*caller:*/ (callStatus) => nativeModule().ubrn_uniffi_meridian_ffi_fn_clone_loghandler(pointer, callStatus),
+            /*liftString:*/ FfiConverterString.lift
+        );
+    },
+
+    freePointer(pointer: UniffiHandle): void {
+        uniffiCaller.rustCall(
+            /*caller:*/ (callStatus) => nativeModule().ubrn_uniffi_meridian_ffi_fn_free_loghandler(pointer, callStatus),
+            /*liftString:*/ FfiConverterString.lift
+        );
+    },
+
+    isConcreteType(obj_: any): obj_ is LogHandler {
+        return obj_[destructorGuardSymbol] && obj_[uniffiTypeNameSymbol] === "LogHandlerImpl";
+    },
+}})();
+const FfiConverterTypeLogHandler = new FfiConverterObjectWithCallbacks(uniffiTypeLogHandlerImplObjectFactory);
+
+// Add a vtable for the callbacks that go in LogHandler.
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+const uniffiCallbackInterfaceLogHandler: { vtable: any; register: () => void; } = {
+    // Create the VTable using a series of closures.
+    // ts automatically converts these into C callback functions.
+    vtable: {
+        log: (
+            uniffiHandle: bigint,
+            record: Uint8Array,) => {
+            const uniffiMakeCall = 
+            ()
+            : void => {
+                const jsCallback = FfiConverterTypeLogHandler.lift(uniffiHandle);
+                return jsCallback.log(
+                    FfiConverterTypeLogEntry.lift(record)
+                )
+            };
+            const uniffiResult = UniffiResult.ready<void>();
+            const uniffiHandleSuccess = (obj: any) => {};
+            const uniffiHandleError = (code: number, errBuf: UniffiByteArray) => {
+                UniffiResult.writeError(uniffiResult, code, errBuf);
+            };
+            uniffiTraitInterfaceCall(
+                /*makeCall:*/ uniffiMakeCall,
+                /*handleSuccess:*/ uniffiHandleSuccess,
+                /*handleError:*/ uniffiHandleError,
+                /*lowerString:*/ FfiConverterString.lower.bind(FfiConverterString),
+                /*alloc:*/ nativeModule().rustbuffer_alloc,
+            )
+            return uniffiResult;
+        },
+        uniffi_free: (uniffiHandle: UniffiHandle): void => {
+            // this will throw a stale handle error if the handle isn't found.
+            FfiConverterTypeLogHandler.drop(uniffiHandle);
+        },
+        uniffi_clone: (uniffiHandle: UniffiHandle): UniffiHandle => {
+            return FfiConverterTypeLogHandler.clone(uniffiHandle);
+        }
+    },
+    register: () => {nativeModule().ubrn_uniffi_meridian_ffi_fn_init_callback_vtable_loghandler(
+            uniffiCallbackInterfaceLogHandler.vtable
+        );
+    },
+};
+
+/**
  * Gives a fresh token: before the first connect when no token is given, ahead of expiry,
  * and whenever the directory or a region rejects the current one. Called on an SDK
  * thread; it may block (a network call to the app's auth backend).
@@ -4603,6 +4901,11 @@ export interface ClientBuilderLike {
  */
     connect(asyncOpts_?: { signal: AbortSignal }) /*throws*/: Promise<MeridianClientLike>;
 /**
+ * Sends the SDK's logs at `level` and above to `handler` from connect on (see
+ * [`set_log_handler`]: the handler is the process's, the last one set wins).
+ */
+    logHandler(level: string, handler: LogHandler): ClientBuilderLike;
+/**
  * Keeps pending sends, cursors and the device key in the app's own store instead.
  */
     store(store: AppStore): ClientBuilderLike;
@@ -4686,6 +4989,23 @@ export class ClientBuilder extends UniffiAbstractObject implements ClientBuilder
         }
         throw __error;
     }
+    }
+    
+/**
+ * Sends the SDK's logs at `level` and above to `handler` from connect on (see
+ * [`set_log_handler`]: the handler is the process's, the last one set wins).
+ */
+    logHandler(level: string, handler: LogHandler): ClientBuilderLike {
+    return FfiConverterTypeClientBuilder.lift(uniffiCaller.rustCall(
+            /*caller:*/ (callStatus) => {
+                return nativeModule().ubrn_uniffi_meridian_ffi_fn_method_clientbuilder_log_handler(
+                uniffiTypeClientBuilderObjectFactory.clonePointer(this),
+        FfiConverterString.lower(level, nativeModule().rustbuffer_alloc),
+        FfiConverterTypeLogHandler.lower(handler, nativeModule().rustbuffer_alloc),
+                callStatus);
+            },
+            /*liftString:*/ FfiConverterString.lift.bind(FfiConverterString),
+    ));
     }
     
 /**
@@ -4795,6 +5115,9 @@ const FfiConverterSequenceTypeFederationKey = new FfiConverterArray(FfiConverter
 // FfiConverter for string | undefined
 const FfiConverterOptionalString = new FfiConverterOptional(FfiConverterString);
 
+// FfiConverter for Array<LogField>
+const FfiConverterSequenceTypeLogField = new FfiConverterArray(FfiConverterTypeLogField);
+
 // FfiConverter for ErrorInfo | undefined
 const FfiConverterOptionalTypeErrorInfo = new FfiConverterOptional(FfiConverterTypeErrorInfo);
 
@@ -4809,6 +5132,9 @@ const FfiConverterSequenceTypeMessage = new FfiConverterArray(FfiConverterTypeMe
 
 // FfiConverter for Array<OutboxEntry>
 const FfiConverterSequenceTypeOutboxEntry = new FfiConverterArray(FfiConverterTypeOutboxEntry);
+
+// FfiConverter for LogHandler | undefined
+const FfiConverterOptionalTypeLogHandler = new FfiConverterOptional(FfiConverterTypeLogHandler);
 
 
 /**
@@ -4832,6 +5158,9 @@ function uniffiEnsureInitialized() {
     if (nativeModule().ubrn_uniffi_meridian_ffi_checksum_func_connect() !== 50521) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_meridian_ffi_checksum_func_connect");
     }
+    if (nativeModule().ubrn_uniffi_meridian_ffi_checksum_func_set_log_handler() !== 18281) {
+        throw new UniffiInternalError.ApiChecksumMismatch("uniffi_meridian_ffi_checksum_func_set_log_handler");
+    }
     if (nativeModule().ubrn_uniffi_meridian_ffi_checksum_method_appstore_put() !== 4377) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_meridian_ffi_checksum_method_appstore_put");
     }
@@ -4847,6 +5176,9 @@ function uniffiEnsureInitialized() {
     if (nativeModule().ubrn_uniffi_meridian_ffi_checksum_method_clientbuilder_connect() !== 57656) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_meridian_ffi_checksum_method_clientbuilder_connect");
     }
+    if (nativeModule().ubrn_uniffi_meridian_ffi_checksum_method_clientbuilder_log_handler() !== 43880) {
+        throw new UniffiInternalError.ApiChecksumMismatch("uniffi_meridian_ffi_checksum_method_clientbuilder_log_handler");
+    }
     if (nativeModule().ubrn_uniffi_meridian_ffi_checksum_method_clientbuilder_store() !== 49987) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_meridian_ffi_checksum_method_clientbuilder_store");
     }
@@ -4855,6 +5187,9 @@ function uniffiEnsureInitialized() {
     }
     if (nativeModule().ubrn_uniffi_meridian_ffi_checksum_method_eventlistener_on_event() !== 22785) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_meridian_ffi_checksum_method_eventlistener_on_event");
+    }
+    if (nativeModule().ubrn_uniffi_meridian_ffi_checksum_method_loghandler_log() !== 64227) {
+        throw new UniffiInternalError.ApiChecksumMismatch("uniffi_meridian_ffi_checksum_method_loghandler_log");
     }
     if (nativeModule().ubrn_uniffi_meridian_ffi_checksum_method_meridianclient_cancel_send() !== 48155) {
         throw new UniffiInternalError.ApiChecksumMismatch("uniffi_meridian_ffi_checksum_method_meridianclient_cancel_send");
@@ -4922,6 +5257,7 @@ function uniffiEnsureInitialized() {
 
     uniffiCallbackInterfaceAppStore.register();
     uniffiCallbackInterfaceEventListener.register();
+    uniffiCallbackInterfaceLogHandler.register();
     uniffiCallbackInterfaceTokenSource.register();
     }
 
@@ -4938,6 +5274,9 @@ export default Object.freeze({
     FfiConverterTypeFederationKey,
     FfiConverterTypeForeignError,
     FfiConverterTypeJoinedSpace,
+    FfiConverterTypeLogEntry,
+    FfiConverterTypeLogField,
+    FfiConverterTypeLogHandler,
     FfiConverterTypeMeridianClient,
     FfiConverterTypeMeridianError,
     FfiConverterTypeMessage,

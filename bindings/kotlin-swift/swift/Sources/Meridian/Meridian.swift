@@ -103,11 +103,15 @@ extension ClientOptions {
 
 /// Connects with the app's own store and token source where given (else the SDK's own store,
 /// `options.storeDir` or memory, and the token in `options`): `ClientBuilder` in one call.
+/// `logHandler` gets the SDK's log records at `logLevel` and above (`error`, `warn`, `info`,
+/// `debug`, `trace`), for the whole process; a record never holds a token, a key or a body.
 public func connect(
-    options: ClientOptions, store: AppStore?, tokenSource: TokenSource?
+    options: ClientOptions, store: AppStore?, tokenSource: TokenSource?,
+    logLevel: String = "info", logHandler: LogHandler? = nil
 ) async throws -> MeridianClient {
     var builder = ClientBuilder(options: options)
     if let store { builder = builder.store(store: store) }
     if let tokenSource { builder = builder.tokenSource(source: tokenSource) }
+    if let logHandler { builder = builder.logHandler(level: logLevel, handler: logHandler) }
     return try await builder.connect()
 }

@@ -865,6 +865,12 @@ public protocol ClientBuilderProtocol: AnyObject, Sendable {
     func connect() async throws  -> MeridianClient
     
     /**
+     * Sends the SDK's logs at `level` and above to `handler` from connect on (see
+     * [`set_log_handler`]: the handler is the process's, the last one set wins).
+     */
+    func logHandler(level: String, handler: LogHandler)  -> ClientBuilder
+    
+    /**
      * Keeps pending sends, cursors and the device key in the app's own store instead.
      */
     func store(store: AppStore)  -> ClientBuilder
@@ -967,6 +973,20 @@ open func connect()async throws  -> MeridianClient  {
             liftFunc: FfiConverterTypeMeridianClient_lift,
             errorHandler: FfiConverterTypeMeridianError_lift
         )
+}
+    
+    /**
+     * Sends the SDK's logs at `level` and above to `handler` from connect on (see
+     * [`set_log_handler`]: the handler is the process's, the last one set wins).
+     */
+open func logHandler(level: String, handler: LogHandler) -> ClientBuilder  {
+    return try!  FfiConverterTypeClientBuilder_lift(try! rustCall() {
+    uniffi_meridian_ffi_fn_method_clientbuilder_log_handler(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(level),
+        FfiConverterTypeLogHandler_lower(handler),$0
+    )
+})
 }
     
     /**
@@ -1248,6 +1268,219 @@ public func FfiConverterTypeEventListener_lift(_ handle: UInt64) throws -> Event
 #endif
 public func FfiConverterTypeEventListener_lower(_ value: EventListener) -> UInt64 {
     return FfiConverterTypeEventListener.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Gets the SDK's log records (see [`set_log_handler`]). Called on SDK threads, as the
+ * events happen: hand them to the platform's logger (Logcat, `os_log`, the console) and
+ * return. A record never holds a token, a key or a message body.
+ */
+public protocol LogHandler: AnyObject, Sendable {
+    
+    /**
+     * One record.
+     */
+    func log(record: LogEntry) 
+    
+}
+/**
+ * Gets the SDK's log records (see [`set_log_handler`]). Called on SDK threads, as the
+ * events happen: hand them to the platform's logger (Logcat, `os_log`, the console) and
+ * return. A record never holds a token, a key or a message body.
+ */
+open class LogHandlerImpl: LogHandler, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_meridian_ffi_fn_clone_loghandler(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_meridian_ffi_fn_free_loghandler(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * One record.
+     */
+open func log(record: LogEntry)  {try! rustCall() {
+    uniffi_meridian_ffi_fn_method_loghandler_log(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeLogEntry_lower(record),$0
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceLogHandler {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceLogHandler = UniffiVTableCallbackInterfaceLogHandler(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeLogHandler.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface LogHandler: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeLogHandler.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface LogHandler: handle missing in uniffiClone")
+            }
+        },
+        log: { (
+            uniffiHandle: UInt64,
+            record: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeLogHandler.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.log(
+                     record: try FfiConverterTypeLogEntry_lift(record)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceLogHandler> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceLogHandler>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitLogHandler() {
+    uniffi_meridian_ffi_fn_init_callback_vtable_loghandler(UniffiCallbackInterfaceLogHandler.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLogHandler: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<LogHandler>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = LogHandler
+
+    public static func lift(_ handle: UInt64) throws -> LogHandler {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return LogHandlerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: LogHandler) -> UInt64 {
+         if let rustImpl = value as? LogHandlerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LogHandler {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: LogHandler, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogHandler_lift(_ handle: UInt64) throws -> LogHandler {
+    return try FfiConverterTypeLogHandler.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogHandler_lower(_ value: LogHandler) -> UInt64 {
+    return FfiConverterTypeLogHandler.lower(value)
 }
 
 
@@ -2558,6 +2791,164 @@ public func FfiConverterTypeJoinedSpace_lift(_ buf: RustBuffer) throws -> Joined
 #endif
 public func FfiConverterTypeJoinedSpace_lower(_ value: JoinedSpace) -> RustBuffer {
     return FfiConverterTypeJoinedSpace.lower(value)
+}
+
+
+/**
+ * One log record of the SDK (see `set_log_handler`).
+ */
+public struct LogEntry: Equatable, Hashable {
+    /**
+     * `error`, `warn`, `info`, `debug` or `trace`.
+     */
+    public var level: String
+    /**
+     * The module that logged it, e.g. `meridian::session`.
+     */
+    public var target: String
+    /**
+     * What happened, e.g. `connected`.
+     */
+    public var message: String
+    /**
+     * Its fields in order, e.g. `region`, `trace` (a send's W3C trace id), `code`.
+     */
+    public var fields: [LogField]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * `error`, `warn`, `info`, `debug` or `trace`.
+         */level: String, 
+        /**
+         * The module that logged it, e.g. `meridian::session`.
+         */target: String, 
+        /**
+         * What happened, e.g. `connected`.
+         */message: String, 
+        /**
+         * Its fields in order, e.g. `region`, `trace` (a send's W3C trace id), `code`.
+         */fields: [LogField]) {
+        self.level = level
+        self.target = target
+        self.message = message
+        self.fields = fields
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension LogEntry: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLogEntry: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LogEntry {
+        return
+            try LogEntry(
+                level: FfiConverterString.read(from: &buf), 
+                target: FfiConverterString.read(from: &buf), 
+                message: FfiConverterString.read(from: &buf), 
+                fields: FfiConverterSequenceTypeLogField.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: LogEntry, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.level, into: &buf)
+        FfiConverterString.write(value.target, into: &buf)
+        FfiConverterString.write(value.message, into: &buf)
+        FfiConverterSequenceTypeLogField.write(value.fields, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogEntry_lift(_ buf: RustBuffer) throws -> LogEntry {
+    return try FfiConverterTypeLogEntry.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogEntry_lower(_ value: LogEntry) -> RustBuffer {
+    return FfiConverterTypeLogEntry.lower(value)
+}
+
+
+/**
+ * A field of a log record.
+ */
+public struct LogField: Equatable, Hashable {
+    /**
+     * E.g. `region`.
+     */
+    public var name: String
+    /**
+     * E.g. `eu-west`.
+     */
+    public var value: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * E.g. `region`.
+         */name: String, 
+        /**
+         * E.g. `eu-west`.
+         */value: String) {
+        self.name = name
+        self.value = value
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension LogField: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLogField: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LogField {
+        return
+            try LogField(
+                name: FfiConverterString.read(from: &buf), 
+                value: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: LogField, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.name, into: &buf)
+        FfiConverterString.write(value.value, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogField_lift(_ buf: RustBuffer) throws -> LogField {
+    return try FfiConverterTypeLogField.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogField_lower(_ value: LogField) -> RustBuffer {
+    return FfiConverterTypeLogField.lower(value)
 }
 
 
@@ -4394,6 +4785,30 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeLogHandler: FfiConverterRustBuffer {
+    typealias SwiftType = LogHandler?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeLogHandler.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeLogHandler.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeErrorInfo: FfiConverterRustBuffer {
     typealias SwiftType = ErrorInfo?
 
@@ -4435,6 +4850,31 @@ fileprivate struct FfiConverterSequenceTypeFederationKey: FfiConverterRustBuffer
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeFederationKey.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeLogField: FfiConverterRustBuffer {
+    typealias SwiftType = [LogField]
+
+    public static func write(_ value: [LogField], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeLogField.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [LogField] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [LogField]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeLogField.read(from: &buf))
         }
         return seq
     }
@@ -4582,6 +5022,19 @@ public func connect(options: ClientOptions)async throws  -> MeridianClient  {
             errorHandler: FfiConverterTypeMeridianError_lift
         )
 }
+/**
+ * Sends the SDK's log records at `level` (`off`, `error`, `warn`, `info`, `debug`,
+ * `trace`) and above to `handler`, for the whole process (the last call wins; `None` or
+ * `off` stops them). Where the app already installed a `tracing` subscriber of its own in
+ * the process, the records go there instead.
+ */
+public func setLogHandler(level: String, handler: LogHandler?)throws   {try rustCallWithError(FfiConverterTypeMeridianError_lift) {
+    uniffi_meridian_ffi_fn_func_set_log_handler(
+        FfiConverterString.lower(level),
+        FfiConverterOptionTypeLogHandler.lower(handler),$0
+    )
+}
+}
 
 private enum InitializationResult {
     case ok
@@ -4601,6 +5054,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_meridian_ffi_checksum_func_connect() != 50521) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_meridian_ffi_checksum_func_set_log_handler() != 18281) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_meridian_ffi_checksum_method_appstore_put() != 4377) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4613,6 +5069,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_meridian_ffi_checksum_method_clientbuilder_connect() != 57656) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_meridian_ffi_checksum_method_clientbuilder_log_handler() != 43880) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_meridian_ffi_checksum_method_clientbuilder_store() != 49987) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4620,6 +5079,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_meridian_ffi_checksum_method_eventlistener_on_event() != 22785) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_meridian_ffi_checksum_method_loghandler_log() != 64227) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_meridian_ffi_checksum_method_meridianclient_cancel_send() != 48155) {
@@ -4691,6 +5153,7 @@ private let initializationResult: InitializationResult = {
 
     uniffiCallbackInitAppStore()
     uniffiCallbackInitEventListener()
+    uniffiCallbackInitLogHandler()
     uniffiCallbackInitTokenSource()
     return InitializationResult.ok
 }()

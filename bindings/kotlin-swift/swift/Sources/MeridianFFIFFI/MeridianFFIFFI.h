@@ -271,6 +271,13 @@ typedef void (*UniffiCallbackInterfaceEventListenerMethod0)(uint64_t, RustBuffer
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOG_HANDLER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOG_HANDLER_METHOD0
+typedef void (*UniffiCallbackInterfaceLogHandlerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_SOURCE_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_SOURCE_METHOD0
 typedef void (*UniffiCallbackInterfaceTokenSourceMethod0)(uint64_t, RustBuffer* _Nonnull, 
@@ -296,6 +303,15 @@ typedef struct UniffiVTableCallbackInterfaceEventListener {
     UniffiCallbackInterfaceClone _Nonnull uniffiClone;
     UniffiCallbackInterfaceEventListenerMethod0 _Nonnull onEvent;
 } UniffiVTableCallbackInterfaceEventListener;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_LOG_HANDLER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_LOG_HANDLER
+typedef struct UniffiVTableCallbackInterfaceLogHandler {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceLogHandlerMethod0 _Nonnull log;
+} UniffiVTableCallbackInterfaceLogHandler;
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TOKEN_SOURCE
@@ -357,6 +373,11 @@ uint64_t uniffi_meridian_ffi_fn_constructor_clientbuilder_new(RustBuffer options
 uint64_t uniffi_meridian_ffi_fn_method_clientbuilder_connect(uint64_t ptr
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_METHOD_CLIENTBUILDER_LOG_HANDLER
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_METHOD_CLIENTBUILDER_LOG_HANDLER
+uint64_t uniffi_meridian_ffi_fn_method_clientbuilder_log_handler(uint64_t ptr, RustBuffer level, uint64_t handler, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_METHOD_CLIENTBUILDER_STORE
 #define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_METHOD_CLIENTBUILDER_STORE
 uint64_t uniffi_meridian_ffi_fn_method_clientbuilder_store(uint64_t ptr, uint64_t store, RustCallStatus *_Nonnull out_status
@@ -385,6 +406,26 @@ void uniffi_meridian_ffi_fn_init_callback_vtable_eventlistener(const UniffiVTabl
 #ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_METHOD_EVENTLISTENER_ON_EVENT
 #define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_METHOD_EVENTLISTENER_ON_EVENT
 void uniffi_meridian_ffi_fn_method_eventlistener_on_event(uint64_t ptr, RustBuffer event, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_CLONE_LOGHANDLER
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_CLONE_LOGHANDLER
+uint64_t uniffi_meridian_ffi_fn_clone_loghandler(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_FREE_LOGHANDLER
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_FREE_LOGHANDLER
+void uniffi_meridian_ffi_fn_free_loghandler(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_INIT_CALLBACK_VTABLE_LOGHANDLER
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_INIT_CALLBACK_VTABLE_LOGHANDLER
+void uniffi_meridian_ffi_fn_init_callback_vtable_loghandler(const UniffiVTableCallbackInterfaceLogHandler* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_METHOD_LOGHANDLER_LOG
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_METHOD_LOGHANDLER_LOG
+void uniffi_meridian_ffi_fn_method_loghandler_log(uint64_t ptr, RustBuffer record, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_CLONE_MERIDIANCLIENT
@@ -540,6 +581,11 @@ RustBuffer uniffi_meridian_ffi_fn_method_tokensource_fetch_token(uint64_t ptr, R
 #ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_FUNC_CONNECT
 #define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_FUNC_CONNECT
 uint64_t uniffi_meridian_ffi_fn_func_connect(RustBuffer options
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_FUNC_SET_LOG_HANDLER
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_FN_FUNC_SET_LOG_HANDLER
+void uniffi_meridian_ffi_fn_func_set_log_handler(RustBuffer level, RustBuffer handler, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_MERIDIAN_FFI_RUSTBUFFER_ALLOC
@@ -808,6 +854,12 @@ uint16_t uniffi_meridian_ffi_checksum_func_connect(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_FUNC_SET_LOG_HANDLER
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_FUNC_SET_LOG_HANDLER
+uint16_t uniffi_meridian_ffi_checksum_func_set_log_handler(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_APPSTORE_PUT
 #define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_APPSTORE_PUT
 uint16_t uniffi_meridian_ffi_checksum_method_appstore_put(void
@@ -832,6 +884,12 @@ uint16_t uniffi_meridian_ffi_checksum_method_clientbuilder_connect(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_CLIENTBUILDER_LOG_HANDLER
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_CLIENTBUILDER_LOG_HANDLER
+uint16_t uniffi_meridian_ffi_checksum_method_clientbuilder_log_handler(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_CLIENTBUILDER_STORE
 #define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_CLIENTBUILDER_STORE
 uint16_t uniffi_meridian_ffi_checksum_method_clientbuilder_store(void
@@ -847,6 +905,12 @@ uint16_t uniffi_meridian_ffi_checksum_method_clientbuilder_token_source(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_EVENTLISTENER_ON_EVENT
 #define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_EVENTLISTENER_ON_EVENT
 uint16_t uniffi_meridian_ffi_checksum_method_eventlistener_on_event(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_LOGHANDLER_LOG
+#define UNIFFI_FFIDEF_UNIFFI_MERIDIAN_FFI_CHECKSUM_METHOD_LOGHANDLER_LOG
+uint16_t uniffi_meridian_ffi_checksum_method_loghandler_log(void
     
 );
 #endif

@@ -10,7 +10,48 @@ final class MeridianTests: XCTestCase {
         ("testDmAcrossHomeRegions", asyncTest(testDmAcrossHomeRegions)),
         ("testPolicyRefusalIsATypedError", asyncTest(testPolicyRefusalIsATypedError)),
         ("testReconnectAfterRegionRestart", asyncTest(testReconnectAfterRegionRestart)),
+        ("testLogsCarryTraceIdsAndNoSecrets", asyncTest(testLogsCarryTraceIdsAndNoSecrets)),
     ]
+
+    /// The SDK's log records reach the app's handler, the send's trace id from submission
+    /// to receipt, and never a token or a message body.
+    func testLogsCarryTraceIdsAndNoSecrets() async throws {
+        let server = try Devserver("logs")
+        defer { server.kill() }
+        let records = LogCollector()
+        defer { try? setLogHandler(level: "off", handler: nil) }
+        let options = ClientOptions(
+            directoryUrl: server.directoryURL, token: "sam-token",
+            federationKeys: server.federationKeys)
+        let sam = try await within(callTimeout, "connect(sam) with logs") {
+            try await connect(
+                options: options, store: nil, tokenSource: nil, logLevel: "debug",
+                logHandler: records)
+        }
+        let body = "a body that must never be logged 5e2b"
+        _ = try await within(callTimeout, "joinSpace") {
+            try await sam.joinSpace(space: "acme:general")
+        }
+        let send = try await within(callTimeout, "sendMessage") {
+            try await sam.sendMessage(space: "acme:general", text: body)
+        }
+        let receipt = try await within(callTimeout, "acked()") { try await send.acked() }
+        let all = records.all()
+        let stored = all.filter { $0.message == "send stored" }
+        XCTAssertEqual(stored.count, 1, "\(all)")
+        let trace = stored.first?.fields.first { $0.name == "trace" }?.value ?? ""
+        say("logs", "\(all.count) records; the send's trace id \(trace)")
+        XCTAssertEqual(trace.count, 32, trace)
+        XCTAssertEqual(stored.first?.fields.first { $0.name == "seq" }?.value, String(receipt.seq))
+        XCTAssertTrue(
+            all.contains { $0.message == "send submitted" && $0.fields.contains { $0.value == trace } })
+        for record in all {
+            let line = "\(record)"
+            XCTAssertFalse(line.contains(body), line)
+            XCTAssertFalse(line.contains("sam-token"), line)
+        }
+        _ = try? await sam.disconnect()
+    }
 
     private func say(_ scenario: String, _ line: String) {
         print("  [\(scenario)] \(line)")
@@ -204,5 +245,23 @@ final class MeridianTests: XCTestCase {
             try await ana.disconnect()
             try await ben.disconnect()
         }
+    }
+}
+
+/// Keeps every log record the SDK hands over (on its threads).
+final class LogCollector: LogHandler, @unchecked Sendable {
+    private let lock = NSLock()
+    private var records: [LogEntry] = []
+
+    func log(record: LogEntry) {
+        lock.lock()
+        records.append(record)
+        lock.unlock()
+    }
+
+    func all() -> [LogEntry] {
+        lock.lock()
+        defer { lock.unlock() }
+        return records
     }
 }

@@ -12,6 +12,7 @@ import dev.meridian.ffi.ClientOptions
 import dev.meridian.ffi.Event
 import dev.meridian.ffi.EventListener
 import dev.meridian.ffi.FederationKey
+import dev.meridian.ffi.LogHandler
 import dev.meridian.ffi.MeridianClient
 import dev.meridian.ffi.MeridianException
 import dev.meridian.ffi.Message
@@ -31,6 +32,10 @@ object Meridian {
      * Connects a client: reads the federation document and the user's session from the
      * directory and restores the pending sends of the store (`store`, else files under
      * `storeDir`, else memory). Throws [MeridianException].
+     *
+     * `logHandler` gets the SDK's log records at `logLevel` (`error`, `warn`, `info`,
+     * `debug`, `trace`) and above, for the whole process (the last one set wins); a record
+     * never holds a token, a key or a message body. Hand them to Logcat or your logger.
      */
     suspend fun connect(
         directoryUrl: String,
@@ -39,10 +44,13 @@ object Meridian {
         storeDir: String? = null,
         store: AppStore? = null,
         tokenSource: TokenSource? = null,
+        logLevel: String = "info",
+        logHandler: LogHandler? = null,
     ): MeridianClient {
         var builder = ClientBuilder(ClientOptions(directoryUrl, token, federationKeys, storeDir))
         store?.let { builder = builder.store(it) }
         tokenSource?.let { builder = builder.tokenSource(it) }
+        logHandler?.let { builder = builder.logHandler(logLevel, it) }
         return builder.connect()
     }
 }

@@ -6,11 +6,14 @@ package dev.meridian
 import dev.meridian.ffi.AppStore
 import dev.meridian.ffi.ConnectionState
 import dev.meridian.ffi.Event
+import dev.meridian.ffi.LogEntry
+import dev.meridian.ffi.LogHandler
 import dev.meridian.ffi.MeridianClient
 import dev.meridian.ffi.MeridianException
 import dev.meridian.ffi.Message
 import dev.meridian.ffi.SpaceKind
 import dev.meridian.ffi.StoreRecord
+import dev.meridian.ffi.setLogHandler
 import java.util.UUID
 import java.util.concurrent.ConcurrentHashMap
 import kotlin.time.Duration
@@ -30,6 +33,7 @@ import kotlinx.coroutines.withTimeoutOrNull
 import kotlinx.coroutines.yield
 import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertFalse
 import org.junit.jupiter.api.Assertions.assertTrue
 import org.junit.jupiter.api.BeforeAll
 import org.junit.jupiter.api.Test
@@ -136,6 +140,39 @@ class ClientTest {
         assertEquals(before.seq + 1u, heard.seq)
         assertEquals(ConnectionState.Connected, ana.connectionState())
         anaHears.expectNone(1.seconds) { it.body.startsWith(tag) }
+    }
+
+    @Test
+    fun `logs reach the app's handler with trace ids and never a token or a body`() = runBlocking {
+        val records = java.util.Collections.synchronizedList(mutableListOf<LogEntry>())
+        val handler = object : LogHandler {
+            override fun log(record: LogEntry) {
+                records += record
+            }
+        }
+        val body = "a body that must never be logged 93d1"
+        val client = Meridian.connect(
+            server.directoryUrl, "sam-token", server.federationKeys,
+            logLevel = "debug", logHandler = handler,
+        )
+        try {
+            client.joinSpace("acme:general")
+            val receipt = client.sendMessage("acme:general", body).acked()
+            val stored = records.toList().single { it.message == "send stored" }
+            val trace = stored.fields.single { it.name == "trace" }.value
+            assertTrue(Regex("[0-9a-f]{32}").matches(trace), trace)
+            assertEquals(receipt.seq.toString(), stored.fields.single { it.name == "seq" }.value)
+            assertTrue(records.toList().any { it.message == "send submitted" && it.fields.any { f -> f.value == trace } })
+            for (record in records.toList()) {
+                val line = record.toString()
+                assertFalse(body in line, line)
+                assertFalse("sam-token" in line, line)
+            }
+        } finally {
+            client.disconnect()
+            client.close()
+            setLogHandler("off", null)
+        }
     }
 
     @Test

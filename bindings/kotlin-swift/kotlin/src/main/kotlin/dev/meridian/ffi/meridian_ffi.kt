@@ -632,6 +632,9 @@ internal interface UniffiCallbackInterfaceAppStoreMethod2 : com.sun.jna.Callback
 internal interface UniffiCallbackInterfaceEventListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`event`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
+internal interface UniffiCallbackInterfaceLogHandlerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`record`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceTokenSourceMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
 }
@@ -679,6 +682,25 @@ internal open class UniffiVTableCallbackInterfaceEventListener(
     }
 
 }
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "log")
+internal open class UniffiVTableCallbackInterfaceLogHandler(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `log`: UniffiCallbackInterfaceLogHandlerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `log`: UniffiCallbackInterfaceLogHandlerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceLogHandler(`uniffiFree`,`uniffiClone`,`log`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceLogHandler) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `log` = other.`log`
+    }
+
+}
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "fetchToken")
 internal open class UniffiVTableCallbackInterfaceTokenSource(
     @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
@@ -723,6 +745,8 @@ internal object IntegrityCheckingUniffiLib {
     }
     external fun uniffi_meridian_ffi_checksum_func_connect(
     ): Int
+    external fun uniffi_meridian_ffi_checksum_func_set_log_handler(
+    ): Int
     external fun uniffi_meridian_ffi_checksum_method_appstore_put(
     ): Int
     external fun uniffi_meridian_ffi_checksum_method_appstore_delete(
@@ -731,11 +755,15 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_meridian_ffi_checksum_method_clientbuilder_connect(
     ): Int
+    external fun uniffi_meridian_ffi_checksum_method_clientbuilder_log_handler(
+    ): Int
     external fun uniffi_meridian_ffi_checksum_method_clientbuilder_store(
     ): Int
     external fun uniffi_meridian_ffi_checksum_method_clientbuilder_token_source(
     ): Int
     external fun uniffi_meridian_ffi_checksum_method_eventlistener_on_event(
+    ): Int
+    external fun uniffi_meridian_ffi_checksum_method_loghandler_log(
     ): Int
     external fun uniffi_meridian_ffi_checksum_method_meridianclient_cancel_send(
     ): Int
@@ -799,6 +827,7 @@ internal object UniffiLib {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "meridian_ffi"))
         uniffiCallbackInterfaceAppStore.register(this)
         uniffiCallbackInterfaceEventListener.register(this)
+        uniffiCallbackInterfaceLogHandler.register(this)
         uniffiCallbackInterfaceTokenSource.register(this)
         
     }
@@ -822,6 +851,8 @@ external fun uniffi_meridian_ffi_fn_constructor_clientbuilder_new(`options`: Rus
 ): Long
 external fun uniffi_meridian_ffi_fn_method_clientbuilder_connect(`ptr`: Long,
 ): Long
+external fun uniffi_meridian_ffi_fn_method_clientbuilder_log_handler(`ptr`: Long,`level`: RustBuffer.ByValue,`handler`: Long,uniffi_out_err: UniffiRustCallStatus, 
+): Long
 external fun uniffi_meridian_ffi_fn_method_clientbuilder_store(`ptr`: Long,`store`: Long,uniffi_out_err: UniffiRustCallStatus, 
 ): Long
 external fun uniffi_meridian_ffi_fn_method_clientbuilder_token_source(`ptr`: Long,`source`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -833,6 +864,14 @@ external fun uniffi_meridian_ffi_fn_free_eventlistener(`handle`: Long,uniffi_out
 external fun uniffi_meridian_ffi_fn_init_callback_vtable_eventlistener(`vtable`: UniffiVTableCallbackInterfaceEventListener,
 ): Unit
 external fun uniffi_meridian_ffi_fn_method_eventlistener_on_event(`ptr`: Long,`event`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
+external fun uniffi_meridian_ffi_fn_clone_loghandler(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+): Long
+external fun uniffi_meridian_ffi_fn_free_loghandler(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
+external fun uniffi_meridian_ffi_fn_init_callback_vtable_loghandler(`vtable`: UniffiVTableCallbackInterfaceLogHandler,
+): Unit
+external fun uniffi_meridian_ffi_fn_method_loghandler_log(`ptr`: Long,`record`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): Unit
 external fun uniffi_meridian_ffi_fn_clone_meridianclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
 ): Long
@@ -896,6 +935,8 @@ external fun uniffi_meridian_ffi_fn_method_tokensource_fetch_token(`ptr`: Long,u
 ): RustBuffer.ByValue
 external fun uniffi_meridian_ffi_fn_func_connect(`options`: RustBuffer.ByValue,
 ): Long
+external fun uniffi_meridian_ffi_fn_func_set_log_handler(`level`: RustBuffer.ByValue,`handler`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
 external fun ffi_meridian_ffi_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 external fun ffi_meridian_ffi_rustbuffer_from_bytes(`bytes`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1018,6 +1059,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_meridian_ffi_checksum_func_connect() != 50521) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_meridian_ffi_checksum_func_set_log_handler() != 18281) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_meridian_ffi_checksum_method_appstore_put() != 4377) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1030,6 +1074,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_meridian_ffi_checksum_method_clientbuilder_connect() != 57656) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_meridian_ffi_checksum_method_clientbuilder_log_handler() != 43880) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_meridian_ffi_checksum_method_clientbuilder_store() != 49987) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1037,6 +1084,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_meridian_ffi_checksum_method_eventlistener_on_event() != 22785) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_meridian_ffi_checksum_method_loghandler_log() != 64227) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_meridian_ffi_checksum_method_meridianclient_cancel_send() != 48155) {
@@ -1997,6 +2047,12 @@ public interface ClientBuilderInterface {
     suspend fun `connect`(): MeridianClient
     
     /**
+     * Sends the SDK's logs at `level` and above to `handler` from connect on (see
+     * [`set_log_handler`]: the handler is the process's, the last one set wins).
+     */
+    fun `logHandler`(`level`: kotlin.String, `handler`: LogHandler): ClientBuilder
+    
+    /**
      * Keeps pending sends, cursors and the device key in the app's own store instead.
      */
     fun `store`(`store`: AppStore): ClientBuilder
@@ -2149,6 +2205,23 @@ open class ClientBuilder: Disposable, AutoCloseable, ClientBuilderInterface
         MeridianException.ErrorHandler,
     )
     }
+
+    
+    /**
+     * Sends the SDK's logs at `level` and above to `handler` from connect on (see
+     * [`set_log_handler`]: the handler is the process's, the last one set wins).
+     */override fun `logHandler`(`level`: kotlin.String, `handler`: LogHandler): ClientBuilder {
+            return FfiConverterTypeClientBuilder.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_meridian_ffi_fn_method_clientbuilder_log_handler(
+        it,
+        FfiConverterString.lower(`level`),FfiConverterTypeLogHandler.lower(`handler`),_status)
+}
+    }
+    )
+    }
+    
 
     
     /**
@@ -2536,6 +2609,327 @@ public object FfiConverterTypeEventListener: FfiConverter<EventListener, Long> {
     override fun allocationSize(value: EventListener) = 8UL
 
     override fun write(value: EventListener, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Gets the SDK's log records (see [`set_log_handler`]). Called on SDK threads, as the
+ * events happen: hand them to the platform's logger (Logcat, `os_log`, the console) and
+ * return. A record never holds a token, a key or a message body.
+ */
+public interface LogHandler {
+    
+    /**
+     * One record.
+     */
+    fun `log`(`record`: LogEntry)
+    
+    companion object
+}
+
+/**
+ * Gets the SDK's log records (see [`set_log_handler`]). Called on SDK threads, as the
+ * events happen: hand them to the platform's logger (Logcat, `os_log`, the console) and
+ * return. A record never holds a token, a key or a message body.
+ */
+open class LogHandlerImpl: Disposable, AutoCloseable, LogHandler
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_meridian_ffi_fn_free_loghandler(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_meridian_ffi_fn_clone_loghandler(handle, status)
+        }
+    }
+
+    
+    /**
+     * One record.
+     */override fun `log`(`record`: LogEntry)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_meridian_ffi_fn_method_loghandler_log(
+        it,
+        FfiConverterTypeLogEntry.lower(`record`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceLogHandler {
+    internal object `log`: UniffiCallbackInterfaceLogHandlerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`record`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeLogHandler.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`log`(
+                    FfiConverterTypeLogEntry.lift(`record`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeLogHandler.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeLogHandler.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceLogHandler.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `log`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_meridian_ffi_fn_init_callback_vtable_loghandler(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLogHandler: FfiConverter<LogHandler, Long> {
+    internal val handleMap = UniffiHandleMap<LogHandler>()
+
+    override fun lower(value: LogHandler): Long {
+        if (value is LogHandlerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): LogHandler {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return LogHandlerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): LogHandler {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: LogHandler) = 8UL
+
+    override fun write(value: LogHandler, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }
@@ -4341,6 +4735,116 @@ public object FfiConverterTypeJoinedSpace: FfiConverterRustBuffer<JoinedSpace> {
     override fun write(value: JoinedSpace, buf: ByteBuffer) {
             FfiConverterString.write(value.`space`, buf)
             FfiConverterULong.write(value.`headSeq`, buf)
+    }
+}
+
+
+
+/**
+ * One log record of the SDK (see `set_log_handler`).
+ */
+data class LogEntry (
+    /**
+     * `error`, `warn`, `info`, `debug` or `trace`.
+     */
+    var `level`: kotlin.String
+    , 
+    /**
+     * The module that logged it, e.g. `meridian::session`.
+     */
+    var `target`: kotlin.String
+    , 
+    /**
+     * What happened, e.g. `connected`.
+     */
+    var `message`: kotlin.String
+    , 
+    /**
+     * Its fields in order, e.g. `region`, `trace` (a send's W3C trace id), `code`.
+     */
+    var `fields`: List<LogField>
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLogEntry: FfiConverterRustBuffer<LogEntry> {
+    override fun read(buf: ByteBuffer): LogEntry {
+        return LogEntry(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterSequenceTypeLogField.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: LogEntry) = (
+            FfiConverterString.allocationSize(value.`level`) +
+            FfiConverterString.allocationSize(value.`target`) +
+            FfiConverterString.allocationSize(value.`message`) +
+            FfiConverterSequenceTypeLogField.allocationSize(value.`fields`)
+    )
+
+    override fun write(value: LogEntry, buf: ByteBuffer) {
+            FfiConverterString.write(value.`level`, buf)
+            FfiConverterString.write(value.`target`, buf)
+            FfiConverterString.write(value.`message`, buf)
+            FfiConverterSequenceTypeLogField.write(value.`fields`, buf)
+    }
+}
+
+
+
+/**
+ * A field of a log record.
+ */
+data class LogField (
+    /**
+     * E.g. `region`.
+     */
+    var `name`: kotlin.String
+    , 
+    /**
+     * E.g. `eu-west`.
+     */
+    var `value`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLogField: FfiConverterRustBuffer<LogField> {
+    override fun read(buf: ByteBuffer): LogField {
+        return LogField(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: LogField) = (
+            FfiConverterString.allocationSize(value.`name`) +
+            FfiConverterString.allocationSize(value.`value`)
+    )
+
+    override fun write(value: LogField, buf: ByteBuffer) {
+            FfiConverterString.write(value.`name`, buf)
+            FfiConverterString.write(value.`value`, buf)
     }
 }
 
@@ -6292,6 +6796,38 @@ public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?>
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeLogHandler: FfiConverterRustBuffer<LogHandler?> {
+    override fun read(buf: ByteBuffer): LogHandler? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeLogHandler.read(buf)
+    }
+
+    override fun allocationSize(value: LogHandler?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeLogHandler.allocationSize(value)
+        }
+    }
+
+    override fun write(value: LogHandler?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeLogHandler.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeErrorInfo: FfiConverterRustBuffer<ErrorInfo?> {
     override fun read(buf: ByteBuffer): ErrorInfo? {
         if (buf.get().toInt() == 0) {
@@ -6342,6 +6878,34 @@ public object FfiConverterSequenceTypeFederationKey: FfiConverterRustBuffer<List
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeFederationKey.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeLogField: FfiConverterRustBuffer<List<LogField>> {
+    override fun read(buf: ByteBuffer): List<LogField> {
+        val len = buf.getInt()
+        return List<LogField>(len) {
+            FfiConverterTypeLogField.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<LogField>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeLogField.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<LogField>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeLogField.write(it, buf)
         }
     }
 }
@@ -6457,5 +7021,21 @@ public object FfiConverterSequenceTypeStoreRecord: FfiConverterRustBuffer<List<S
         MeridianException.ErrorHandler,
     )
     }
+
+        /**
+         * Sends the SDK's log records at `level` (`off`, `error`, `warn`, `info`, `debug`,
+         * `trace`) and above to `handler`, for the whole process (the last call wins; `None` or
+         * `off` stops them). Where the app already installed a `tracing` subscriber of its own in
+         * the process, the records go there instead.
+         */
+    @Throws(MeridianException::class) fun `setLogHandler`(`level`: kotlin.String, `handler`: LogHandler?)
+        = 
+    uniffiRustCallWithError(MeridianException) { _status ->
+    UniffiLib.uniffi_meridian_ffi_fn_func_set_log_handler(
+    
+        FfiConverterString.lower(`level`),FfiConverterOptionalTypeLogHandler.lower(`handler`),_status)
+}
+    
+    
 
 

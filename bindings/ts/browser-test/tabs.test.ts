@@ -51,6 +51,7 @@ interface TabWindow {
     send(text: string): Promise<void>;
     settled(): Promise<number>;
     history(): Promise<Array<{ body: string }>>;
+    disconnect(): Promise<void>;
   }>;
 }
 
@@ -99,6 +100,10 @@ class Tab {
     return this.page.evaluate(() => (window as unknown as TabWindow).meridianTab.then((t) => t.settled()));
   }
 
+  disconnect(): Promise<void> {
+    return this.page.evaluate(() => (window as unknown as TabWindow).meridianTab.then((t) => t.disconnect()));
+  }
+
   history(): Promise<string[]> {
     return this.page.evaluate(() =>
       (window as unknown as TabWindow).meridianTab.then(async (t) => (await t.history()).map((m) => m.body)),
@@ -134,7 +139,10 @@ async function eventually(what: string, check: () => Promise<boolean>, timeoutMs
   }
 }
 
-async function leaderClosedMidStream(label: string, withoutLocks: boolean): Promise<void> {
+/** How the leading tab goes: its page closed, or its client disconnected by the app. */
+type Going = "close" | "disconnect";
+
+async function leaderGoesMidStream(label: string, withoutLocks: boolean, going: Going): Promise<void> {
   const context = await browser!.newContext();
   if (withoutLocks) {
     // An origin without the Web Locks API (an insecure one, an older browser).
@@ -180,7 +188,11 @@ async function leaderClosedMidStream(label: string, withoutLocks: boolean): Prom
     // The leader's last send is in the outbox, maybe not in the region yet, when it goes.
     await send(first, 5);
     assertOnceInOrder("first", await first.received(), sent.slice(0, -1));
-    await first.page.close();
+    if (going === "close") {
+      await first.page.close();
+    } else {
+      await first.disconnect();
+    }
 
     // Sends made while no tab leads wait for the next leader.
     for (let i = 5; i <= 8; i++) {
@@ -219,9 +231,13 @@ async function leaderClosedMidStream(label: string, withoutLocks: boolean): Prom
 }
 
 test("three tabs share one outbox; the leader closes mid-stream; nothing lost or doubled", { timeout: 60_000 }, () =>
-  leaderClosedMidStream("locks", false),
+  leaderGoesMidStream("locks", false, "close"),
 );
 
 test("the same without the Web Locks API: the localStorage lease hands over", { timeout: 60_000 }, () =>
-  leaderClosedMidStream("lease", true),
+  leaderGoesMidStream("lease", true, "close"),
+);
+
+test("a leader whose app disconnects hands over the same way", { timeout: 60_000 }, () =>
+  leaderGoesMidStream("disconnect", false, "disconnect"),
 );

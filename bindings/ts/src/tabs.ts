@@ -130,6 +130,8 @@ export class TabCore implements Core {
   #ready: { resolve: () => void; reject: (e: unknown) => void } | undefined;
   #hello: ReturnType<typeof setInterval> | undefined;
   #closed = false;
+  /** A leader disconnecting: it answers no more calls. */
+  #stopping = false;
   readonly #onPageHide = (): void => this.#leave();
 
   private constructor(name: string, connect: () => Promise<Core>) {
@@ -234,13 +236,23 @@ export class TabCore implements Core {
     this.#invoke("networkChanged", [online]).catch(() => undefined);
   }
 
-  /** Leaves the tabs: a leader disconnects its wasm client and hands over. */
+  /**
+   * Leaves the tabs. A leader stops serving, disconnects its wasm client (which writes its
+   * cursors and outbox out) and only then lets the lock go, so that the next leader opens
+   * the database after it is done; calls other tabs make meanwhile wait for that leader.
+   */
   async disconnect(): Promise<unknown> {
     const inner = this.#inner;
-    this.#leave();
-    if (inner) {
-      await inner.disconnect();
-      inner.free();
+    if (inner && !this.#closed) {
+      this.#stopping = true;
+      try {
+        await inner.disconnect();
+      } finally {
+        inner.free();
+        this.#leave();
+      }
+    } else {
+      this.#leave();
     }
     return null;
   }
@@ -373,7 +385,7 @@ export class TabCore implements Core {
   #heard(message: Wire): void {
     switch (message.t) {
       case "hello":
-        if (this.#inner) {
+        if (this.#inner && !this.#stopping) {
           this.#announce();
         }
         break;
@@ -383,7 +395,7 @@ export class TabCore implements Core {
         }
         break;
       case "call":
-        if (this.#inner && message.to === this.#id) {
+        if (this.#inner && !this.#stopping && message.to === this.#id) {
           const { from, id } = message;
           this.#serve(from, message.method, message.args).then(
             (value) => this.#say({ t: "reply", to: from, id, ok: true, value }),

@@ -34,6 +34,7 @@ async function start() {
     },
     settled: () => Promise.all(acks).then((receipts) => receipts.length),
     history: () => client.history(space, { limit: 200 }),
+    disconnect: () => client.disconnect(),
   };
 }
 

@@ -99,11 +99,12 @@ function load(wasm?: WasmSource): Promise<Loaded> {
 /**
  * @internal What a Client drives: the wasm client itself, or (in a tab that does not lead
  * the others, see tabs.ts) the leading tab's through a channel. It takes and gives what
- * the wasm client does: JSON text, errors with a `code`.
+ * the wasm client does: JSON text, errors with a `code`. Events come as the wasm's JSON
+ * text, or already parsed (a tab parses each once, to share it with the others).
  */
 export interface Core {
   session(): string;
-  onEvent(listener: (text: string) => void): void;
+  onEvent(listener: (event: string | MeridianEvent) => void): void;
   joinSpace(space: string): Promise<unknown>;
   leaveSpace(space: string): Promise<unknown>;
   sendMessage(space: string, text: string, key?: string): Promise<CoreSend>;
@@ -132,8 +133,8 @@ export interface CoreSend {
 let warnedNoLogs = false;
 
 /** Sends the core's log records to `handler` (the console without one), where compiled in. */
-function setLogs(loaded: Loaded, level: LogLevel, handler: LogHandler | undefined): void {
-  if (!loaded.setLogHandler) {
+function setLogs(module: Loaded, level: LogLevel, handler: LogHandler | undefined): void {
+  if (!module.setLogHandler) {
     if (level !== "off" && !warnedNoLogs) {
       warnedNoLogs = true;
       console.warn(
@@ -145,7 +146,7 @@ function setLogs(loaded: Loaded, level: LogLevel, handler: LogHandler | undefine
   }
   const to = handler ?? toConsole;
   try {
-    loaded.setLogHandler(level, (text: string) => to(JSON.parse(text) as LogRecord));
+    module.setLogHandler(level, (text: string) => to(JSON.parse(text) as LogRecord));
   } catch (thrown) {
     throw toMeridianError(thrown);
   }
@@ -287,7 +288,9 @@ export class Client {
     this.#state = state;
     // Subscribed from the start, so that `state` follows every change; what comes before
     // the app listens waits in `#unheard` for its first listener, as the core would keep it.
-    inner.onEvent((text: string) => this.#receive(JSON.parse(text) as MeridianEvent));
+    inner.onEvent((event: string | MeridianEvent) =>
+      this.#receive(typeof event === "string" ? (JSON.parse(event) as MeridianEvent) : event),
+    );
   }
 
   /**
@@ -295,11 +298,11 @@ export class Client {
    * and restores pending sends from the store. Region sockets open when first needed.
    */
   static async connect(options: ConnectOptions): Promise<Client> {
-    const loaded = await load();
-    const Wasm = loaded.Client;
+    const module = await load();
+    const Wasm = module.Client;
     const { tokenProvider, store, tabs, logLevel, logHandler, ...rest } = options;
     if (logLevel !== undefined || logHandler !== undefined) {
-      setLogs(loaded, logLevel ?? "info", logHandler);
+      setLogs(module, logLevel ?? "info", logHandler);
     }
     // Where IndexedDB exists it is the default; elsewhere (Node) memory is.
     const platformDefault = typeof indexedDB === "undefined" ? "memory" : "indexeddb";

@@ -16,12 +16,12 @@ export interface Glue {
 export function browserRuntime(glue: Glue, wasmUrl: URL): Runtime {
   return async (wasm: WasmSource | undefined) => {
     await glue.init({ module_or_path: wasm ?? wasmUrl });
-    return loaded(glue);
+    return loadedFrom(glue);
   };
 }
 
 /** @internal */
-export function loaded(glue: Glue): Loaded {
+export function loadedFrom(glue: Glue): Loaded {
   return glue.setLogHandler
     ? { Client: glue.WasmClient, setLogHandler: glue.setLogHandler }
     : { Client: glue.WasmClient };

@@ -3,7 +3,7 @@
 
 import { readFile } from "node:fs/promises";
 import type { Runtime, WasmSource } from "./client.js";
-import { loaded, type Glue } from "./runtime-browser.js";
+import { loadedFrom, type Glue } from "./runtime-browser.js";
 
 /** @internal */
 export function nodeRuntime(glue: Glue, wasmUrl: URL): Runtime {
@@ -17,6 +17,6 @@ export function nodeRuntime(glue: Glue, wasmUrl: URL): Runtime {
     } else {
       await glue.init({ module_or_path: wasm ?? wasmUrl });
     }
-    return loaded(glue);
+    return loadedFrom(glue);
   };
 }

@@ -52,7 +52,7 @@ type Wire =
       readonly ok: boolean;
       readonly value: unknown;
     }
-  | { readonly t: "event"; readonly from: string; readonly text: string }
+  | { readonly t: "event"; readonly from: string; readonly event: MeridianEvent }
   /** A follower leaves: the spaces only it had joined are left. */
   | { readonly t: "bye"; readonly from: string }
   /** The leader leaves: the next tab to get the lock leads. */
@@ -111,9 +111,9 @@ export class TabCore implements Core {
   #inner: Core | undefined;
   #leader: string | undefined;
   #session: string | undefined;
-  #listener: ((text: string) => void) | undefined;
+  #listener: ((event: MeridianEvent) => void) | undefined;
   /** Events heard before the Client subscribed. */
-  #early: string[] = [];
+  #early: MeridianEvent[] = [];
   #nextCall = 1;
   /** Calls not answered yet: handed to the next leader if this one goes. */
   readonly #calls = new Map<number, Call>();
@@ -124,7 +124,7 @@ export class TabCore implements Core {
   /** The newest seq this tab was given in each space. */
   readonly #seen = new Map<string, number>();
   /** Spaces being joined again at a new leader, with the live messages held back meanwhile. */
-  readonly #filling = new Map<string, string[]>();
+  readonly #filling = new Map<string, MeridianEvent[]>();
   /** While leading: which tabs joined each space. */
   readonly #joins = new Map<string, Set<string>>();
   #ready: { resolve: () => void; reject: (e: unknown) => void } | undefined;
@@ -173,10 +173,10 @@ export class TabCore implements Core {
     return this.#inner?.session() ?? this.#session ?? "{}";
   }
 
-  onEvent(listener: (text: string) => void): void {
+  onEvent(listener: (event: MeridianEvent) => void): void {
     this.#listener = listener;
-    for (const text of this.#early.splice(0)) {
-      listener(text);
+    for (const event of this.#early.splice(0)) {
+      listener(event);
     }
   }
 
@@ -416,7 +416,7 @@ export class TabCore implements Core {
         break;
       case "event":
         if (message.from === this.#leader && !this.#inner) {
-          this.#deliver(message.text);
+          this.#deliver(message.event);
         }
         break;
       case "bye":
@@ -458,21 +458,20 @@ export class TabCore implements Core {
    * read from history and delivered first; live messages wait meanwhile.
    */
   async #rejoin(space: string): Promise<void> {
-    const waiting: string[] = [];
+    const waiting: MeridianEvent[] = [];
     this.#filling.set(space, waiting);
     try {
       const joined = JSON.parse(String(await this.#invoke("joinSpace", [space]))) as JoinedSpace;
       const seen = this.#seen.get(space);
       const gap = seen === undefined ? 0 : joined.headSeq - seen;
       if (gap > FILL_LIMIT) {
-        const lost = { type: "continuityLost", space, from: seen! + 1, to: joined.headSeq };
-        this.#deliver(JSON.stringify(lost), true);
+        this.#deliver({ type: "continuityLost", space, from: seen! + 1, to: joined.headSeq }, true);
       } else if (gap > 0) {
         const page = JSON.parse(
           String(await this.#invoke("history", [space, joined.headSeq + 1, gap])),
         ) as Message[];
         for (const message of page) {
-          this.#deliver(JSON.stringify({ type: "message", message }), true);
+          this.#deliver({ type: "message", message }, true);
         }
       }
     } catch {
@@ -480,8 +479,8 @@ export class TabCore implements Core {
       // joins it again, or the app hears why from its own calls.
     } finally {
       this.#filling.delete(space);
-      for (const text of waiting) {
-        this.#deliver(text, true);
+      for (const event of waiting) {
+        this.#deliver(event, true);
       }
     }
   }
@@ -508,9 +507,11 @@ export class TabCore implements Core {
     this.#leader = this.#id;
     this.#joins.clear();
     this.#announce();
-    inner.onEvent((text: string) => {
-      this.#say({ t: "event", from: this.#id, text });
-      this.#deliver(text);
+    // Parsed once here; the other tabs get the object (a structured clone), not the text.
+    inner.onEvent((text: string | MeridianEvent) => {
+      const event = typeof text === "string" ? (JSON.parse(text) as MeridianEvent) : text;
+      this.#say({ t: "event", from: this.#id, event });
+      this.#deliver(event);
     });
     this.#started();
     this.#handOver();
@@ -543,13 +544,12 @@ export class TabCore implements Core {
    * An event for this tab: each message once (by seq), and the outcome of its sends.
    * `filled`: it comes from `#rejoin`, which holds the space's live messages back.
    */
-  #deliver(text: string, filled = false): void {
-    const event = JSON.parse(text) as MeridianEvent;
+  #deliver(event: MeridianEvent, filled = false): void {
     if (event.type === "message") {
       const { space, seq } = event.message;
       const waiting = filled ? undefined : this.#filling.get(space);
       if (waiting) {
-        waiting.push(text);
+        waiting.push(event);
         return;
       }
       if (seq <= (this.#seen.get(space) ?? 0)) {
@@ -563,9 +563,9 @@ export class TabCore implements Core {
       this.#settle(event.key, event.error);
     }
     if (this.#listener) {
-      this.#listener(text);
+      this.#listener(event);
     } else if (this.#early.length < EARLY_LIMIT) {
-      this.#early.push(text);
+      this.#early.push(event);
     }
   }
 

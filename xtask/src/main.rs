@@ -536,9 +536,15 @@ fn repo_root() -> PathBuf {
 
 /// Runs a quick query command and returns its stdout.
 fn capture(program: &str, args: &[&str]) -> Result<String, String> {
+    capture_in(Path::new("."), program, args)
+}
+
+/// [`capture`], run in `dir`.
+fn capture_in(dir: &Path, program: &str, args: &[&str]) -> Result<String, String> {
     let shown = format!("{program} {}", args.join(" "));
     let out = Command::new(program)
         .args(args)
+        .current_dir(dir)
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("`{shown}` cannot be run ({e})"))?;

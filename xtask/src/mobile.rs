@@ -10,7 +10,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::{Failure, Run, Step, ensure_npm_packages, repo_root};
+use crate::{Failure, Run, Step, capture_in, ensure_npm_packages, repo_root};
 
 /// Where the generated sources live, per language, relative to the repository root.
 const KOTLIN_DIR: &str = "bindings/kotlin-swift/kotlin/src/main/kotlin";
@@ -366,16 +366,13 @@ fn npm_package(run: &mut Run) -> Result<(), Failure> {
     let what = "react native package (npm pack --dry-run)";
     println!("\n==> {what}");
     // Scripts off: `prepare` would build again, and its output would land amid the JSON.
-    let output = std::process::Command::new("npm")
-        .args(["pack", "--dry-run", "--json", "--ignore-scripts"])
-        .current_dir(&package)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| run.fail(what, format!("cannot start npm: {e}")))?;
-    if !output.status.success() {
-        return Err(run.fail(what, format!("npm pack failed ({})", output.status)));
-    }
-    let packed = packed_paths(&String::from_utf8_lossy(&output.stdout));
+    let listing = capture_in(
+        &package,
+        "npm",
+        &["pack", "--dry-run", "--json", "--ignore-scripts"],
+    )
+    .map_err(|e| run.fail(what, e))?;
+    let packed = packed_paths(&listing);
     if packed.is_empty() {
         return Err(run.fail(what, "npm pack --json listed no files"));
     }
